@@ -1,0 +1,1 @@
+"""irn_trt.runtime: torch-free inference, image I/O, resizing and metrics."""

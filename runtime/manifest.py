@@ -1,0 +1,158 @@
+"""The model directory written by ``irn-export`` and read by the runtime.
+
+A model directory holds ``manifest.json`` plus up to four ONNX graphs
+(``down.fp32.onnx``, ``down.fp16.onnx``, ``up.fp32.onnx``, ``up.fp16.onnx``).
+This module is the single definition of that format: the exporter builds a
+:class:`ModelManifest` and writes it with :func:`write_manifest`; every backend
+reads it with :func:`load_manifest`. Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .atomic import write_text_atomic
+from .errors import IRNError
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_FILE",
+    "TensorInfo",
+    "GraphInfo",
+    "ModelManifest",
+    "load_manifest",
+    "write_manifest",
+    "file_sha256",
+]
+
+MANIFEST_FORMAT = "irn-trt-model/1"
+MANIFEST_FILE = "manifest.json"
+
+Direction = Literal["down", "up"]
+Precision = Literal["fp32", "fp16"]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output. ``shape`` uses strings for dynamic axes (N, H, W...)."""
+
+    name: str
+    dtype: str  # numpy dtype name: "uint8", "float32", "float16"
+    shape: tuple[int | str, ...]
+    layout: str  # "NHWC" or "NCHW"
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """One ONNX file of the model directory."""
+
+    direction: str  # "down" | "up"
+    precision: str  # "fp32" | "fp16"
+    file: str
+    sha256: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    plugins: tuple[str, ...] = ()  # TensorRT plugin ops used (empty: native graph)
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    model: str  # registry name, e.g. "irn_x4"
+    scale: int
+    architecture: dict[str, Any]
+    checkpoint_sha256: str
+    io: str  # "uint8" (NHWC RGB bytes) or "float32" (NCHW in [0, 1])
+    z_policy: str  # "zero" | "gaussian" | "input"
+    z_channels: int
+    temperature: float
+    halo: int  # receptive field radius in LR pixels: tiles need this overlap (LR side)
+    tile_multiple: int  # HR tile offsets and sizes must be multiples of this
+    opset: int
+    versions: dict[str, str]
+    graphs: tuple[GraphInfo, ...]
+    parity: dict[str, Any] = field(default_factory=dict)
+    format: str = MANIFEST_FORMAT
+
+    def graph(self, direction: str, precision: str) -> GraphInfo:
+        for g in self.graphs:
+            if g.direction == direction and g.precision == precision and not g.plugins:
+                return g
+        have = ", ".join(f"{g.direction}.{g.precision}" for g in self.graphs)
+        raise IRNError(f"model {self.model} has no {direction}.{precision} graph (has: {have})")
+
+    def precisions(self, direction: str) -> list[str]:
+        return [g.precision for g in self.graphs if g.direction == direction and not g.plugins]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelManifest:
+        graphs = tuple(
+            GraphInfo(
+                direction=g["direction"],
+                precision=g["precision"],
+                file=g["file"],
+                sha256=g["sha256"],
+                inputs=tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"]) for t in g["inputs"]),
+                outputs=tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"]) for t in g["outputs"]),
+                plugins=tuple(g.get("plugins", ())),
+            )
+            for g in d["graphs"]
+        )
+        return cls(
+            model=d["model"],
+            scale=int(d["scale"]),
+            architecture=dict(d["architecture"]),
+            checkpoint_sha256=d["checkpoint_sha256"],
+            io=d["io"],
+            z_policy=d["z_policy"],
+            z_channels=int(d["z_channels"]),
+            temperature=float(d["temperature"]),
+            halo=int(d["halo"]),
+            tile_multiple=int(d["tile_multiple"]),
+            opset=int(d["opset"]),
+            versions=dict(d["versions"]),
+            graphs=graphs,
+            parity=dict(d.get("parity", {})),
+            format=d.get("format", MANIFEST_FORMAT),
+        )
+
+
+def load_manifest(model_dir: str | os.PathLike[str]) -> ModelManifest:
+    """Read and validate ``model_dir/manifest.json`` (one-line errors)."""
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST_FILE
+    if not model_dir.is_dir():
+        raise IRNError(f"model directory {model_dir} does not exist (run irn-export first)")
+    if not path.is_file():
+        raise IRNError(f"{model_dir} is not a model directory: {MANIFEST_FILE} is missing")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IRNError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        raise IRNError(f"{path}: not an irn-trt manifest (format {MANIFEST_FORMAT} expected)")
+    try:
+        return ModelManifest.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IRNError(f"{path}: invalid manifest ({type(exc).__name__}: {exc})") from None
+
+
+def write_manifest(model_dir: str | os.PathLike[str], manifest: ModelManifest) -> Path:
+    path = Path(model_dir) / MANIFEST_FILE
+    write_text_atomic(path, json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path

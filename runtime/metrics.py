@@ -1,0 +1,86 @@
+"""Image quality metrics exactly as the IRN papers measure them (torch-free).
+
+PSNR and SSIM are computed on the Y channel of YCbCr (ITU-R BT.601, studio
+range) from uint8 RGB, in float64, after cropping a border of ``scale`` pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["rgb_to_y", "psnr", "ssim", "y_psnr_ssim", "shave"]
+
+_Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
+
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    """Y of YCbCr in [16, 235] as float64, from an HxWx3 (or HxW grey) uint8 image."""
+    if img.dtype != np.uint8:
+        raise TypeError(f"rgb_to_y expects uint8 RGB, got {img.dtype}")
+    x = img.astype(np.float64)
+    if x.ndim == 2:
+        return x * (_Y_WEIGHTS.sum() / 255.0) + 16.0
+    if x.ndim != 3 or x.shape[2] != 3:
+        raise ValueError(f"rgb_to_y expects HxWx3, got shape {img.shape}")
+    return x @ (_Y_WEIGHTS / 255.0) + 16.0
+
+
+def shave(img: np.ndarray, border: int) -> np.ndarray:
+    """Remove ``border`` pixels from each side (no-op for 0)."""
+    if border <= 0:
+        return img
+    return img[border:-border, border:-border]
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """PSNR in dB between two arrays on the same scale (float64 arithmetic)."""
+    if a.shape != b.shape:
+        raise ValueError(f"psnr: shapes differ: {a.shape} vs {b.shape}")
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    if mse == 0:
+        return float("inf")
+    return float(10.0 * np.log10(peak * peak / mse))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
+    # Separable 'valid' correlation with a symmetric 1-D kernel.
+    n = g.size
+    h, w = img.shape
+    rows = sum(g[k] * img[k : h - n + 1 + k, :] for k in range(n))
+    return sum(g[k] * rows[:, k : w - n + 1 + k] for k in range(n))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """SSIM of two single-channel images: Gaussian window 11, sigma 1.5, 'valid'."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"ssim expects two HxW arrays of one shape, got {a.shape}, {b.shape}")
+    if min(a.shape) < 11:
+        raise ValueError(f"ssim needs at least 11x11 pixels, got {a.shape}")
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    c1 = (0.01 * peak) ** 2
+    c2 = (0.03 * peak) ** 2
+    g = _gaussian_window()
+    mu_a = _filter_valid(a, g)
+    mu_b = _filter_valid(b, g)
+    var_a = _filter_valid(a * a, g) - mu_a * mu_a
+    var_b = _filter_valid(b * b, g) - mu_b * mu_b
+    cov = _filter_valid(a * b, g) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    return float(np.mean(num / den))
+
+
+def y_psnr_ssim(test: np.ndarray, ref: np.ndarray, border: int = 0) -> tuple[float, float]:
+    """Y-channel PSNR and SSIM of two uint8 RGB images after shaving ``border`` pixels."""
+    if test.shape != ref.shape:
+        raise ValueError(f"image sizes differ: {test.shape} vs {ref.shape}")
+    ya = shave(rgb_to_y(test), border)
+    yb = shave(rgb_to_y(ref), border)
+    return psnr(ya, yb), ssim(ya, yb)

@@ -1,0 +1,100 @@
+"""``irn-train``: train an IRN on image folders (stage 1, or stage 2 'IRN+')."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from irn_trt.runtime.errors import IRNError, cli_entry
+
+from .models import list_models
+from .trainer import PRESETS, TrainConfig, Trainer, apply_preset
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_DATA = "../shared/data/train"
+DEFAULT_VAL = "../shared/data/eval/Set5"
+
+# Flags that map one to one onto TrainConfig fields.
+_FIELDS = (
+    "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
+    "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="irn-train",
+        description="Train an Invertible Rescaling Network. Checkpoints go to RUN_DIR/last "
+        "(every --checkpoint-every steps, on Ctrl-C/SIGTERM and at the end) and RUN_DIR/best.",
+        epilog="examples:\n"
+        "  irn-train --preset cpu --model irn_x4 --run-dir runs/irn_x4\n"
+        "  irn-train --run-dir runs/irn_x4 --resume          # continue where it stopped\n"
+        "  irn-train --preset cpu --model irn_x2 --iterations 2000 --data my_photos/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="recipe (default: cpu)")
+    p.add_argument("--model", choices=list_models(), help="registry entry (default: irn_x4)")
+    p.add_argument("--data", action="append", help=f"image folder, repeatable (default: {DEFAULT_DATA})")
+    p.add_argument("--run-dir", required=True, help="where checkpoints and logs go")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--crop", type=int, help="HR crop size")
+    p.add_argument("--batch", type=int, help="batch size")
+    p.add_argument("--iterations", type=int, help="total steps of the run")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in this invocation")
+    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--milestones", type=int, nargs="*", help="steps at which lr is halved")
+    p.add_argument("--train-z", choices=["gaussian", "zero"], help="latent in the reconstruction pass")
+    p.add_argument("--grad-clip", type=float, help="gradient norm clip")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--val-every", type=int, help="validate every N steps (0: never)")
+    p.add_argument("--val-dir", help=f"validation HR folder (default: {DEFAULT_VAL} if present)")
+    p.add_argument("--init-from", help="start from this checkpoint directory")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+@cli_entry("irn-train")
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    given = {k: getattr(args, k) for k in _FIELDS if getattr(args, k) is not None}
+    if "milestones" in given:
+        given["milestones"] = tuple(given["milestones"])
+    run_dir = Path(args.run_dir)
+    config_path = run_dir / "train_config.json"
+    if args.resume:
+        if not config_path.is_file():
+            raise IRNError(f"nothing to resume: {config_path} does not exist")
+        cfg = TrainConfig.from_json(config_path.read_text())
+        changed = [k for k, v in given.items() if k != "iterations" and getattr(cfg, k) != v]
+        if changed:
+            raise IRNError(f"cannot change {', '.join(changed)} when resuming (only --iterations)")
+        if "iterations" in given:
+            cfg = replace(cfg, iterations=given["iterations"])
+    else:
+        if config_path.exists():
+            raise IRNError(f"{run_dir} already holds a run; use --resume or another --run-dir")
+        cfg = apply_preset(TrainConfig(), args.preset)
+        data = tuple(args.data) if args.data else (DEFAULT_DATA,)
+        if "val_dir" not in given and Path(DEFAULT_VAL).is_dir():
+            given["val_dir"] = DEFAULT_VAL
+        cfg = replace(cfg, data=data, **given)
+    trainer = Trainer(cfg, run_dir, progress=not args.quiet)
+    if args.resume:
+        trainer.resume()
+        print(f"resuming {cfg.model} at step {trainer.step} of {cfg.iterations}", file=sys.stderr)
+    trainer.run(max_steps=args.max_steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

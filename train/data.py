@@ -1,0 +1,83 @@
+"""Training data: images decoded once into memory, random augmented crops from there."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from irn_trt.runtime.errors import IRNError
+from irn_trt.runtime.image_io import list_images, read_rgb
+from irn_trt.runtime.resize import imresize
+
+__all__ = ["CropSampler", "load_folders"]
+
+
+def load_folders(
+    folders: Sequence[str | os.PathLike[str]], min_size: int, progress: bool = True
+) -> list[np.ndarray]:
+    """Decode every image below ``folders`` (uint8 RGB), skipping those smaller than a crop."""
+    files: list[Path] = []
+    for folder in folders:
+        files.extend(list_images(folder))
+    if not files:
+        raise IRNError(f"no training images found in {', '.join(map(str, folders))}")
+    images = []
+    for f in tqdm(files, desc="decode", unit="img", disable=not progress):
+        img = read_rgb(f)
+        if min(img.shape[:2]) >= min_size:
+            images.append(img)
+    if not images:
+        raise IRNError(f"no training image is at least {min_size}x{min_size} pixels")
+    return images
+
+
+class CropSampler:
+    """Random HR crops with h-flip, v-flip and transpose, plus their bicubic guidance LR.
+
+    All randomness comes from one NumPy generator whose state is saved with the
+    training state, so a resumed run draws the same crops as an uninterrupted one.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], crop: int, scale: int, seed: int) -> None:
+        if crop % scale:
+            raise IRNError(f"crop size {crop} is not a multiple of the scale {scale}")
+        self.images = list(images)
+        self.crop = crop
+        self.scale = scale
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+
+    def _one(self) -> np.ndarray:
+        img = self.images[int(self.rng.integers(len(self.images)))]
+        h, w = img.shape[:2]
+        top = int(self.rng.integers(h - self.crop + 1))
+        left = int(self.rng.integers(w - self.crop + 1))
+        patch = img[top : top + self.crop, left : left + self.crop]
+        hflip, vflip, transpose = self.rng.integers(2, size=3)
+        if hflip:
+            patch = patch[:, ::-1]
+        if vflip:
+            patch = patch[::-1]
+        if transpose:
+            patch = patch.transpose(1, 0, 2)
+        return np.ascontiguousarray(patch)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(HR, guidance LR) as float32 NCHW tensors in [0, 1]."""
+        hr = np.stack([self._one() for _ in range(size)]).astype(np.float64) / 255.0
+        lr = np.stack([imresize(p, 1.0 / self.scale) for p in hr])
+        to_t = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).astype(np.float32))  # noqa: E731
+        return to_t(hr), to_t(lr)
+
+    def state(self) -> str:
+        return json.dumps(self.rng.bit_generator.state)
+
+    def set_state(self, state: str) -> None:
+        st: dict[str, Any] = json.loads(state)
+        self.rng.bit_generator.state = st

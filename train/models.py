@@ -1,0 +1,219 @@
+"""IRN models and the registry of named configurations (``irn_x2`` ... ``irn_e_x4``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .modules import CouplingBlock, HaarDownsampling, LearnedDownsampling3
+
+__all__ = [
+    "Stage",
+    "IRNConfig",
+    "InvertibleRescaler",
+    "register_model",
+    "list_models",
+    "get_config",
+    "build_model",
+    "quantize",
+]
+
+DownsamplerKind = Literal["haar", "learned3"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One downsampling step followed by ``blocks`` coupling blocks at its resolution."""
+
+    downsampler: DownsamplerKind
+    blocks: int
+
+
+@dataclass(frozen=True)
+class IRNConfig:
+    """Architecture of one registry entry; everything the builder needs."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    in_channels: int = 3
+    growth: int = 32
+    clamp: float = 1.0
+    description: str = ""
+
+    @property
+    def scale(self) -> int:
+        s = 1
+        for st in self.stages:
+            s *= 2 if st.downsampler == "haar" else 3
+        return s
+
+    @property
+    def latent_channels(self) -> int:
+        return self.in_channels * self.scale**2 - self.in_channels
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stages"] = [asdict(s) for s in self.stages]
+        d["scale"] = self.scale
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> IRNConfig:
+        return cls(
+            name=d["name"],
+            stages=tuple(Stage(**s) for s in d["stages"]),
+            in_channels=int(d.get("in_channels", 3)),
+            growth=int(d.get("growth", 32)),
+            clamp=float(d.get("clamp", 1.0)),
+            description=str(d.get("description", "")),
+        )
+
+
+def quantize(x: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
+    """8-bit quantisation of an image in [0, 1]: round(clamp(x, 0, 1) * 255) / 255.
+
+    With ``straight_through`` the gradient passes unchanged (training).
+    """
+    q = torch.round(torch.clamp(x, 0.0, 1.0) * 255.0) / 255.0
+    if straight_through:
+        return x + (q - x).detach()
+    return q
+
+
+class InvertibleRescaler(nn.Module):
+    """IRN: ``forward(x) -> (y, z)`` downscales, ``inverse(y, z) -> x`` upscales.
+
+    ``y`` is the (unquantised) LR image with ``in_channels`` channels; ``z`` the
+    latent with ``in_channels * (scale**2 - 1)`` channels at LR resolution.
+    """
+
+    def __init__(self, config: IRNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.scale = config.scale
+        self.in_channels = config.in_channels
+        steps: list[nn.Module] = []
+        channels = config.in_channels
+        for stage in config.stages:
+            down: nn.Module
+            if stage.downsampler == "haar":
+                down = HaarDownsampling(channels)
+            elif stage.downsampler == "learned3":
+                down = LearnedDownsampling3(channels)
+            else:
+                raise ValueError(f"unknown downsampler {stage.downsampler!r}")
+            steps.append(down)
+            channels = down.out_channels
+            steps.extend(
+                CouplingBlock(channels, config.in_channels, config.growth, config.clamp)
+                for _ in range(stage.blocks)
+            )
+        self.steps = nn.ModuleList(steps)
+        self.out_channels = channels
+
+    def check_size(self, height: int, width: int) -> None:
+        if height % self.scale or width % self.scale:
+            raise ValueError(
+                f"image size {width}x{height} is not divisible by the scale {self.scale}; "
+                f"crop or pad it to a multiple of {self.scale} first"
+            )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+        self.check_size(x.shape[2], x.shape[3])
+        out = x
+        for step in self.steps:
+            out = step(out)
+        return out[:, : self.in_channels], out[:, self.in_channels :]
+
+    def inverse(self, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Upscale ``y``; ``z=None`` means the all-zero latent (best PSNR)."""
+        if y.ndim != 4 or y.shape[1] != self.in_channels:
+            raise ValueError(f"expected (B, {self.in_channels}, h, w) LR, got {tuple(y.shape)}")
+        if z is None:
+            z = y.new_zeros(y.shape[0], self.out_channels - self.in_channels, *y.shape[2:])
+        out = torch.cat((y, z), dim=1)
+        for step in reversed(self.steps):
+            out = step.inverse(out)
+        return out
+
+    def num_learnable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+_REGISTRY: dict[str, Callable[[], IRNConfig]] = {}
+
+
+def register_model(fn: Callable[[], IRNConfig]) -> Callable[[], IRNConfig]:
+    """Register a function returning an :class:`IRNConfig` under its ``name``."""
+    _REGISTRY[fn().name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_config(name: str) -> IRNConfig:
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+
+
+def build_model(name: str | IRNConfig) -> InvertibleRescaler:
+    """Build a freshly initialised model from a registry name or a config."""
+    config = name if isinstance(name, IRNConfig) else get_config(name)
+    return InvertibleRescaler(config)
+
+
+def model_for_scale(scale: int) -> str:
+    """The default registry entry for an integer scale."""
+    names = {2: "irn_x2", 3: "irn_x3", 4: "irn_x4", 8: "irn_x8"}
+    if scale not in names:
+        raise ValueError(f"unknown scale {scale}; supported: 2, 3, 4, 8")
+    return names[scale]
+
+
+@register_model
+def irn_x2() -> IRNConfig:
+    return IRNConfig("irn_x2", (Stage("haar", 8),), description="IRN x2: 1 Haar level, 8 blocks")
+
+
+@register_model
+def irn_x4() -> IRNConfig:
+    return IRNConfig(
+        "irn_x4", (Stage("haar", 8), Stage("haar", 8)), description="IRN x4: 2 levels x 8 blocks"
+    )
+
+
+@register_model
+def irn_x8() -> IRNConfig:
+    return IRNConfig(
+        "irn_x8",
+        (Stage("haar", 8), Stage("haar", 8), Stage("haar", 8)),
+        description="IRN x8: 3 levels x 8 blocks",
+    )
+
+
+@register_model
+def irn_x3() -> IRNConfig:
+    return IRNConfig(
+        "irn_x3",
+        (Stage("learned3", 12),),
+        description="IRN_LD x3: learnable 9x9 downsampling, 12 blocks",
+    )
+
+
+@register_model
+def irn_e_x4() -> IRNConfig:
+    return IRNConfig(
+        "irn_e_x4",
+        (Stage("haar", 0), Stage("haar", 16)),
+        description="IRN_E x4: both Haar levels first, 16 blocks at 1/4 resolution",
+    )
