@@ -20,6 +20,8 @@ __all__ = [
     "get_config",
     "build_model",
     "quantize",
+    "randomize_weights",
+    "model_for_scale",
 ]
 
 DownsamplerKind = Literal["haar", "learned3"]
@@ -217,3 +219,16 @@ def irn_e_x4() -> IRNConfig:
         (Stage("haar", 0), Stage("haar", 16)),
         description="IRN_E x4: both Haar levels first, 16 blocks at 1/4 resolution",
     )
+
+
+def randomize_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
+    """Add seeded Gaussian noise to every parameter, in place (tests and ``--random-init``).
+
+    A freshly built IRN has every coupling block at the identity, which makes
+    graphs trivially exact; this gives a model whose every layer does something.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * std)
+    return model

@@ -20,17 +20,17 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from irn_trt.runtime.atomic import atomic_path, write_text_atomic
 from irn_trt.runtime.errors import IRNError
+from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CropSampler, load_folders
 from .evaluate import evaluate_model, load_image_set, summarize
 from .models import InvertibleRescaler, build_model, quantize
+from .stage_plus import PLUS_LOG_COLUMNS, PlusSettings, PlusStage
 
-__all__ = ["TrainConfig", "PRESETS", "irn_losses", "Trainer"]
+__all__ = ["TrainConfig", "PRESETS", "STAGES", "irn_losses", "Trainer", "apply_stage"]
 
 TRAIN_STATE_FILE = "train_state.pt"
 
@@ -59,6 +59,14 @@ class TrainConfig:
     val_every: int = 500
     val_dir: str | None = None
     init_from: str | None = None
+    # Stage 2 ("IRN+"); the defaults keep configs written before stage 2 existed loadable.
+    stage: Literal["base", "plus"] = "base"
+    disc_pretrain: int = 5000
+    vgg_weights: str | None = None
+    lambda_gan: float = 1.0
+    lambda_percep: float = 0.01
+    disc_lr: float = 1e-4
+    disc_betas: tuple[float, float] = (0.9, 0.99)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -70,7 +78,7 @@ class TrainConfig:
         unknown = set(raw) - known
         if unknown:
             raise IRNError(f"train_config.json has unknown keys: {', '.join(sorted(unknown))}")
-        for key in ("data", "milestones", "betas"):
+        for key in ("data", "milestones", "betas", "disc_betas"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
@@ -100,10 +108,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# What ``--stage`` changes on top of a preset (spec section 3, "IRN+"): λ_recon 0.01,
+# lr 1e-4, no distribution loss. Explicit flags still override these.
+STAGES: dict[str, dict[str, Any]] = {
+    "base": dict(stage="base"),
+    "plus": dict(stage="plus", lr=1e-4, lambda_recon=0.01, lambda_distr=0.0),
+}
+
+
 @dataclass
 class LossTerms:
     total: torch.Tensor
     terms: dict[str, float] = field(default_factory=dict)
+    output: torch.Tensor | None = None  # the reconstruction (stage 2 feeds it to D and VGG)
 
 
 def irn_losses(
@@ -130,6 +147,7 @@ def irn_losses(
     return LossTerms(
         total,
         {"recon": l_recon.item(), "guide": l_guide.item(), "distr": l_distr.item()},
+        rec,
     )
 
 
@@ -166,11 +184,34 @@ class Trainer:
         self.best_psnr = -math.inf
         self.sampler: CropSampler | None = None
         self._stop_requested = False
+        self.plus: PlusStage | None = None
+        if cfg.stage == "plus":
+            if not cfg.init_from:
+                raise IRNError(
+                    "--stage plus fine-tunes a stage-1 model: give --init-from CHECKPOINT"
+                )
+            self.plus = PlusStage(
+                PlusSettings(
+                    crop=cfg.crop,
+                    disc_pretrain=cfg.disc_pretrain,
+                    lambda_gan=cfg.lambda_gan,
+                    lambda_percep=cfg.lambda_percep,
+                    disc_lr=cfg.disc_lr,
+                    disc_betas=cfg.disc_betas,
+                    milestones=cfg.milestones,
+                    gamma=cfg.gamma,
+                    grad_clip=cfg.grad_clip,
+                    vgg_weights=cfg.vgg_weights,
+                    seed=cfg.seed,
+                )
+            )
+        elif cfg.stage != "base":
+            raise IRNError(f"unknown stage {cfg.stage!r}; known: {', '.join(STAGES)}")
 
     # --- state ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         assert self.sampler is not None
-        return {
+        state = {
             "step": self.step,
             "best_psnr": self.best_psnr,
             "optimizer": self.optimizer.state_dict(),
@@ -179,6 +220,9 @@ class Trainer:
             "generator": self.generator.get_state(),
             "sampler": self.sampler.state(),
         }
+        if self.plus is not None:
+            state["plus"] = self.plus.state_dict()
+        return state
 
     def save(self, which: str = "last") -> Path:
         directory = self.run_dir / which
@@ -203,7 +247,9 @@ class Trainer:
         try:
             state = torch.load(state_file, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise IRNError(f"{state_file}: unreadable training state ({type(exc).__name__})") from None
+            raise IRNError(
+                f"{state_file}: unreadable training state ({type(exc).__name__})"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -211,15 +257,44 @@ class Trainer:
         self.step = int(state["step"])
         self.best_psnr = float(state["best_psnr"])
         self._pending_sampler_state = state["sampler"]
+        if self.plus is not None:
+            if "plus" not in state:
+                raise IRNError(f"{state_file}: no stage-2 (discriminator) state to resume")
+            self.plus.load_state_dict(state["plus"])
 
     # --- loop ----------------------------------------------------------------------
+    def _plus_step(self, hr: torch.Tensor, lr_guide: torch.Tensor) -> LossTerms:
+        """Stage 2: generator (after the discriminator's pre-training) and discriminator."""
+        assert self.plus is not None
+        cfg = self.cfg
+
+        def pixel_losses(m: InvertibleRescaler, h: torch.Tensor, g: torch.Tensor) -> LossTerms:
+            return irn_losses(m, h, g, cfg, self.generator)
+
+        total, terms = self.plus.train_step(
+            self.model, self.optimizer, self.scheduler, self.step, hr, lr_guide, pixel_losses
+        )
+        return LossTerms(total, terms)
+
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self._stop_requested = True
         self.log(f"signal {signum}: saving at the end of this step")
 
     def _append_log(self, row: dict[str, Any]) -> None:
         path = self.run_dir / "log.csv"
-        header = ["step", "lr", "loss", "recon", "guide", "distr", "steps_per_s", "val_psnr", "val_lr_psnr"]
+        header = [
+            "step",
+            "lr",
+            "loss",
+            "recon",
+            "guide",
+            "distr",
+            "steps_per_s",
+            "val_psnr",
+            "val_lr_psnr",
+        ]
+        if self.plus is not None:
+            header += PLUS_LOG_COLUMNS
         new = not path.exists()
         with path.open("a", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
@@ -248,18 +323,25 @@ class Trainer:
         val_images = load_image_set(cfg.val_dir) if cfg.val_dir else None
 
         end = cfg.iterations if max_steps is None else min(cfg.iterations, self.step + max_steps)
-        old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        bar = tqdm(total=end, initial=self.step, desc=cfg.model, unit="step", disable=not self.progress)
+        old_handlers = {
+            s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        bar = tqdm(
+            total=end, initial=self.step, desc=cfg.model, unit="step", disable=not self.progress
+        )
         t_last = time.perf_counter()
         try:
             while self.step < end and not self._stop_requested:
                 hr, lr_guide = self.sampler.batch(cfg.batch)
-                losses = irn_losses(self.model, hr, lr_guide, cfg, self.generator)
-                self.optimizer.zero_grad(set_to_none=True)
-                losses.total.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
+                if self.plus is not None:
+                    losses = self._plus_step(hr, lr_guide)
+                else:
+                    losses = irn_losses(self.model, hr, lr_guide, cfg, self.generator)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    losses.total.backward()
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    self.scheduler.step()
                 self.step += 1
                 now = time.perf_counter()
                 rate = 1.0 / max(now - t_last, 1e-9)
@@ -270,6 +352,7 @@ class Trainer:
                     rec=f"{losses.terms['recon']:.1f}",
                     gd=f"{losses.terms['guide']:.2f}",
                     z=f"{losses.terms['distr']:.1f}",
+                    **{k: f"{losses.terms[k]:.3g}" for k in PLUS_LOG_COLUMNS if k in losses.terms},
                     refresh=False,
                 )
                 row: dict[str, Any] = {
@@ -282,7 +365,10 @@ class Trainer:
                 if val_images and cfg.val_every and self.step % cfg.val_every == 0:
                     psnr, lr_psnr = self.validate(val_images)
                     row["val_psnr"], row["val_lr_psnr"] = round(psnr, 4), round(lr_psnr, 4)
-                    bar.write(f"step {self.step}: val Y-PSNR {psnr:.2f} dB, LR vs bicubic {lr_psnr:.2f} dB")
+                    bar.write(
+                        f"step {self.step}: val Y-PSNR {psnr:.2f} dB, "
+                        f"LR vs bicubic {lr_psnr:.2f} dB"
+                    )
                     if psnr > self.best_psnr:
                         self.best_psnr = psnr
                         self.save("best")
@@ -304,3 +390,10 @@ def apply_preset(cfg: TrainConfig, preset: str) -> TrainConfig:
     if preset not in PRESETS:
         raise IRNError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     return replace(cfg, **PRESETS[preset])
+
+
+def apply_stage(cfg: TrainConfig, stage: str) -> TrainConfig:
+    """``cfg`` with the settings of ``stage`` (see STAGES) on top."""
+    if stage not in STAGES:
+        raise IRNError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    return replace(cfg, **STAGES[stage])

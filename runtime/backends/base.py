@@ -1,0 +1,88 @@
+"""The one small interface every inference backend implements.
+
+A backend runs one ONNX graph of a model directory (see ``runtime/manifest.py``)
+on NumPy arrays. It loads lazily: constructing a backend is cheap and never
+touches a GPU or compiles anything; the first ``run`` does. ``probe`` says,
+without loading anything heavy, whether the backend can work on this machine.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..manifest import GraphInfo, ModelManifest
+
+__all__ = ["BackendOptions", "Backend"]
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings shared by all backends; each uses those that apply to it."""
+
+    threads: int | None = None  # CPU threads (None: the backend's default)
+    max_batch: int = 1  # tiles per call the backend may be given
+    tile_hw: tuple[int, int] | None = None  # input tile shape (H, W) for static/profile shapes
+    cache_dir: Path | None = None  # engine / compiled-model cache (GPU backends)
+    verbose: bool = False
+    # Arithmetic precision when it differs from the graph's ("bf16": OpenVINO's
+    # inference precision hint on an FP32 graph); None: the graph's own precision.
+    inference_precision: str | None = None
+
+
+class Backend(abc.ABC):
+    """Runs one graph. Subclasses set ``name`` and implement ``probe``, ``_load``, ``_run``."""
+
+    name: ClassVar[str]
+    #: Whether several tiles per call make it faster (the tiler then batches).
+    benefits_from_batch: ClassVar[bool] = False
+    #: Whether every call must get exactly the tile shape (static engines): the
+    #: tiler then pads images smaller than a tile and crops the result back.
+    fixed_shape: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        manifest: ModelManifest,
+        graph: GraphInfo,
+        options: BackendOptions | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.manifest = manifest
+        self.graph = graph
+        self.options = options or BackendOptions()
+        self._loaded = False
+
+    @property
+    def graph_path(self) -> Path:
+        return self.model_dir / self.graph.file
+
+    @classmethod
+    @abc.abstractmethod
+    def probe(cls) -> str | None:
+        """``None`` if this backend can run here, else a one-line reason why not."""
+
+    @abc.abstractmethod
+    def _load(self) -> None:
+        """Create the session/engine (called once, on first use)."""
+
+    @abc.abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph; return its single output."""
+
+    def load(self) -> None:
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.load()
+        return self._run(feeds)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.graph.direction}.{self.graph.precision})"
