@@ -1,0 +1,314 @@
+"""The ``trt`` backend: TensorRT engines built from the model directory's ONNX graphs.
+
+Engines come from the engine cache (``runtime/engine_cache.py``) and are built on a
+miss (``runtime/trt_builder.py``); memory, the stream and copies go through
+``runtime/cuda_util.py`` (cuda-python, or pycuda). Execution uses the name-based
+TensorRT 10/11 API: ``set_input_shape``, ``set_tensor_address``,
+``execute_async_v3``. Buffers are allocated once at the profile's maximum (the tile
+shape at ``max_batch``), so memory is bounded by the tile, not by the image.
+tensorrt and CUDA are imported only when a backend loads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..cuda_util import CudaRuntime, GpuInfo, cuda_unavailable_reason
+from ..engine_cache import EngineCache, EngineKey, default_cache_dir, stderr_warning
+from ..errors import IRNError
+from ..manifest import GraphInfo, ModelManifest, file_sha256
+from ..trt_builder import BuildSpec, build_engine, import_tensorrt, make_logger
+from ..trt_plan import (
+    DEFAULT_HR_TILE,
+    ProfileShapes,
+    TensorSpec,
+    allocation_bytes,
+    check_engine_io,
+    graph_tile_hw,
+    known_accuracy_issues,
+    numpy_dtype_for_trt,
+    plan_bindings,
+    profile_for_graph,
+    profile_key,
+)
+from .base import Backend, BackendOptions
+
+__all__ = [
+    "TrtBuildOptions",
+    "TensorRTBackend",
+    "describe_engine_io",
+    "engine_device_memory",
+    "engine_key",
+    "ensure_engine",
+    "trt_unavailable_reason",
+]
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrtBuildOptions:
+    """Builder settings that change the engine (and so are part of its cache key)."""
+
+    workspace_bytes: int = 4 << 30
+    opt_level: int = 3
+
+
+def trt_unavailable_reason(device: int = 0) -> str | None:
+    """Why the ``trt`` backend cannot run here (None: it can). Cheapest checks first."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt is not installed (pip install 'irn-trt[gpu]')"
+    reason = cuda_unavailable_reason(device)
+    if reason:
+        return reason
+    try:
+        import_tensorrt()
+    except IRNError as exc:
+        return str(exc)
+    return None
+
+
+def describe_engine_io(engine: Any) -> tuple[TensorSpec, ...]:
+    """The engine's I/O tensors as plain values (name-based API; no binding indices)."""
+    specs = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        mode = engine.get_tensor_mode(name)
+        dtype = engine.get_tensor_dtype(name)
+        specs.append(
+            TensorSpec(
+                name=name,
+                dtype=numpy_dtype_for_trt(getattr(dtype, "name", str(dtype))).name,
+                shape=tuple(int(d) for d in engine.get_tensor_shape(name)),
+                is_input=getattr(mode, "name", str(mode)).endswith("INPUT"),
+            )
+        )
+    return tuple(specs)
+
+
+def engine_device_memory(engine: Any) -> int:
+    """Activation memory a context needs: ``device_memory_size_v2`` (10.x+/11), else the old one."""
+    if hasattr(engine, "device_memory_size_v2"):
+        return int(engine.device_memory_size_v2)
+    return int(engine.device_memory_size)
+
+
+def engine_key(
+    manifest: ModelManifest,
+    graph: GraphInfo,
+    graph_sha256: str,
+    trt_version: str,
+    gpu: GpuInfo,
+    profiles: Sequence[ProfileShapes],
+    build: TrtBuildOptions,
+) -> EngineKey:
+    return EngineKey(
+        model=manifest.model,
+        direction=graph.direction,
+        precision=graph.precision,
+        graph_sha256=graph_sha256,
+        trt_version=trt_version,
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        profile=profile_key(profiles),
+        workspace_bytes=build.workspace_bytes,
+        opt_level=build.opt_level,
+    )
+
+
+def verified_graph_sha(model_dir: Path, graph: GraphInfo) -> str:
+    """The graph file's SHA-256, refusing a file that differs from the manifest's record."""
+    path = model_dir / graph.file
+    if not path.is_file():
+        raise IRNError(f"{path}: graph file missing from the model directory")
+    sha = file_sha256(path)
+    if graph.sha256 and sha != graph.sha256:
+        raise IRNError(f"{path}: contents differ from manifest.json's sha256 (re-export the model)")
+    return sha
+
+
+def ensure_engine(
+    model_dir: Path,
+    manifest: ModelManifest,
+    graph: GraphInfo,
+    profiles: Sequence[ProfileShapes],
+    gpu: GpuInfo,
+    cache: EngineCache,
+    build: TrtBuildOptions,
+    rebuild: bool = False,
+    verbose: bool = False,
+) -> tuple[bytes, EngineKey, bool]:
+    """(plan, key, built): the cached engine for this graph/GPU/profile, built on a miss."""
+    trt = import_tensorrt()
+    sha = verified_graph_sha(model_dir, graph)
+    key = engine_key(manifest, graph, sha, trt.__version__, gpu, profiles, build)
+    spec = BuildSpec(
+        onnx_path=model_dir / graph.file,
+        profiles=tuple(profiles),
+        workspace_bytes=build.workspace_bytes,
+        opt_level=build.opt_level,
+        timing_cache=cache.timing_cache_path(trt.__version__, gpu.name, gpu.compute_capability),
+        verbose=verbose,
+    )
+    cache.ensure_root()
+    plan, built = cache.get_or_build(key, lambda: build_engine(spec, cache.warn), rebuild=rebuild)
+    return plan, key, built
+
+
+class TensorRTBackend(Backend):
+    """Runs one graph as a TensorRT engine on CUDA device ``device``."""
+
+    name: ClassVar[str] = "trt"
+    benefits_from_batch: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        manifest: ModelManifest,
+        graph: GraphInfo,
+        options: BackendOptions | None = None,
+        build: TrtBuildOptions | None = None,
+        device: int = 0,
+        warn: Warn = stderr_warning,
+    ) -> None:
+        super().__init__(model_dir, manifest, graph, options)
+        self.build = build or TrtBuildOptions()
+        self.device = device
+        self.warn = warn
+        tile = self.options.tile_hw or graph_tile_hw(graph, manifest.scale, DEFAULT_HR_TILE)
+        self.profiles = profile_for_graph(graph, manifest, tile, self.options.max_batch)
+        self.built = False  # whether _load had to build (False: cache hit)
+        self._cuda: CudaRuntime | None = None
+        self._buffers: dict[str, int] = {}
+        self._stream: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+
+    @classmethod
+    def probe(cls) -> str | None:
+        return trt_unavailable_reason()
+
+    @property
+    def cache(self) -> EngineCache:
+        return EngineCache(self.options.cache_dir or default_cache_dir(), warn=self.warn)
+
+    def _load(self) -> None:
+        reason = trt_unavailable_reason(self.device)
+        if reason:
+            raise IRNError(f"backend trt unavailable: {reason}")
+        trt = import_tensorrt()
+        for issue in known_accuracy_issues(trt.__version__):
+            self.warn(issue)
+        self._cuda = CudaRuntime(self.device)
+        gpu = self._cuda.info()
+        cache = self.cache
+        plan, key, self.built = ensure_engine(
+            self.model_dir,
+            self.manifest,
+            self.graph,
+            self.profiles,
+            gpu,
+            cache,
+            self.build,
+            verbose=self.options.verbose,
+        )
+        runtime = trt.Runtime(make_logger(trt, self.options.verbose))
+        engine = runtime.deserialize_cuda_engine(plan)
+        if engine is None and not self.built:
+            # A plan that passed the hash check but will not deserialize (e.g. a driver
+            # update): rebuild once rather than fail.
+            self.warn(f"cached engine {key.entry_name()} does not deserialize; rebuilding it")
+            plan, key, self.built = ensure_engine(
+                self.model_dir,
+                self.manifest,
+                self.graph,
+                self.profiles,
+                gpu,
+                cache,
+                self.build,
+                rebuild=True,
+                verbose=self.options.verbose,
+            )
+            engine = runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise IRNError(f"TensorRT could not deserialize the engine for {self.graph.file}")
+        check_engine_io(describe_engine_io(engine), self.graph)
+        context = engine.create_execution_context()
+        if context is None:
+            raise IRNError("TensorRT could not create an execution context (out of GPU memory?)")
+        self._runtime, self._engine, self._context = runtime, engine, context
+        self._stream = self._cuda.create_stream()
+        for name, nbytes in allocation_bytes(
+            self.graph, self.manifest.scale, self.profiles
+        ).items():
+            ptr = self._cuda.malloc(nbytes)
+            self._buffers[name] = ptr
+            if not context.set_tensor_address(name, ptr):
+                raise IRNError(f"TensorRT rejected the buffer address of tensor {name}")
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        assert self._cuda is not None and self._context is not None
+        shapes = {name: tuple(arr.shape) for name, arr in feeds.items()}
+        bindings = plan_bindings(self.graph, self.manifest.scale, shapes)
+        by_name = {p.name: p for p in self.profiles}
+        for b in bindings:
+            if not b.is_input:
+                continue
+            arr = feeds[b.name]
+            if arr.dtype != np.dtype(b.dtype):
+                raise IRNError(f"input {b.name}: dtype {arr.dtype}, the graph wants {b.dtype}")
+            profile = by_name[b.name]
+            if not profile.covers(b.shape):
+                raise IRNError(
+                    f"input {b.name} of shape {b.shape} is outside the engine's profile "
+                    f"(min {profile.min}, max {profile.max}): tile the image or rebuild with "
+                    "a larger irn-build --tile / --max-batch"
+                )
+            if not self._context.set_input_shape(b.name, b.shape):
+                raise IRNError(f"TensorRT rejected input shape {b.shape} for {b.name}")
+            self._cuda.copy_to_device(self._buffers[b.name], arr, self._stream)
+        outputs = [b for b in bindings if not b.is_input]
+        for b in outputs:
+            got = tuple(int(d) for d in self._context.get_tensor_shape(b.name))
+            if got != b.shape:
+                raise IRNError(f"engine output {b.name} has shape {got}, expected {b.shape}")
+        if not self._context.execute_async_v3(self._cuda.stream_handle(self._stream)):
+            raise IRNError("TensorRT execution failed (execute_async_v3 returned False)")
+        result = np.empty(outputs[0].shape, dtype=outputs[0].dtype)
+        self._cuda.copy_to_host(result, self._buffers[outputs[0].name], self._stream)
+        self._cuda.synchronize(self._stream)
+        return result
+
+    @property
+    def device_memory_bytes(self) -> int:
+        """Activation memory + I/O buffers of the loaded engine (0 before loading)."""
+        if self._engine is None:
+            return 0
+        io = sum(allocation_bytes(self.graph, self.manifest.scale, self.profiles).values())
+        return engine_device_memory(self._engine) + io
+
+    def close(self) -> None:
+        """Free GPU buffers and the stream (the backend reloads on its next run)."""
+        if self._cuda is None:
+            return
+        self._context = None
+        self._engine = None
+        for ptr in self._buffers.values():
+            self._cuda.free(ptr)
+        self._buffers.clear()
+        if self._stream is not None:
+            self._cuda.destroy_stream(self._stream)
+            self._stream = None
+        self._cuda.close()
+        self._cuda = None
+        self._loaded = False
+
+    def describe(self) -> str:
+        return f"trt ({self.graph.direction}.{self.graph.precision}, strongly typed engine)"

@@ -1,0 +1,209 @@
+"""The few CUDA runtime calls the TensorRT backend needs, behind one small class.
+
+Memory, streams and copies go through cuda-python (``cuda.bindings.runtime``, the
+package NVIDIA's TensorRT samples use); pycuda is an optional alternative when
+cuda-python is missing but pycuda is installed. Both are imported lazily, inside
+functions, so this module imports anywhere. Without a usable GPU,
+:func:`cuda_unavailable_reason` gives a one-line reason (cuda-python reports
+``cudaErrorInsufficientDriver`` on a machine without a driver).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import IRNError
+
+__all__ = [
+    "GpuInfo",
+    "CudaRuntime",
+    "cuda_bindings_installed",
+    "cuda_unavailable_reason",
+    "load_cuda_runtime",
+]
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    compute_capability: str  # "major.minor"
+    total_memory: int  # bytes
+
+
+def _import_cudart() -> Any | None:
+    """cuda-python's runtime module (new layout first, then the pre-12.6 one), or None."""
+    try:
+        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
+
+        return cudart
+    except ImportError:
+        pass
+    try:
+        from cuda import cudart  # type: ignore[import-not-found,attr-defined]
+
+        return cudart
+    except ImportError:
+        return None
+
+
+def _import_pycuda() -> Any | None:
+    try:
+        import pycuda.driver as drv  # type: ignore[import-not-found]
+
+        return drv
+    except ImportError:
+        return None
+
+
+def _err_text(cudart: Any, err: Any) -> str:
+    try:
+        _, name = cudart.cudaGetErrorName(err)
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - only for the message
+        return str(err)
+
+
+def _check(cudart: Any, result: Any, what: str) -> Any:
+    """Unpack cuda-python's ``(err, *values)`` tuples; raise IRNError on an error code."""
+    if not isinstance(result, tuple):
+        result = (result,)
+    err, values = result[0], result[1:]
+    if int(err) != 0:
+        raise IRNError(f"CUDA {what} failed: {_err_text(cudart, err)}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def cuda_bindings_installed() -> bool:
+    """Whether cuda-python or pycuda imports (says nothing about a device)."""
+    return _import_cudart() is not None or _import_pycuda() is not None
+
+
+def cuda_unavailable_reason(device: int = 0) -> str | None:
+    """None when a CUDA device ``device`` is usable from Python here, else a one-line reason."""
+    cudart = _import_cudart()
+    if cudart is not None:
+        err, count = cudart.cudaGetDeviceCount()
+        if int(err) != 0:
+            return f"no usable CUDA driver/device ({_err_text(cudart, err)})"
+        if count <= device:
+            return f"CUDA device {device} not found ({count} device(s))"
+        return None
+    drv = _import_pycuda()
+    if drv is None:
+        return "neither cuda-python nor pycuda is installed (pip install 'irn-trt[gpu]')"
+    try:
+        drv.init()
+        count = drv.Device.count()
+    except Exception as exc:  # noqa: BLE001 - pycuda raises its own error types
+        return f"no usable CUDA driver/device (pycuda: {exc})"
+    if count <= device:
+        return f"CUDA device {device} not found ({count} device(s))"
+    return None
+
+
+class CudaRuntime:
+    """Device memory, one stream and async copies on one device (cuda-python or pycuda)."""
+
+    def __init__(self, device: int = 0) -> None:
+        reason = cuda_unavailable_reason(device)
+        if reason:
+            raise IRNError(reason)
+        self.device = device
+        self._cudart = _import_cudart()
+        self._drv = None if self._cudart is not None else _import_pycuda()
+        self._ctx = None
+        self._pycuda_allocs: dict[int, Any] = {}
+        if self._cudart is not None:
+            _check(self._cudart, self._cudart.cudaSetDevice(device), "cudaSetDevice")
+        else:
+            # TensorRT uses the runtime API, i.e. the device's primary context: share it.
+            self._ctx = self._drv.Device(device).retain_primary_context()
+            self._ctx.push()
+
+    @property
+    def api(self) -> str:
+        return "cuda-python" if self._cudart is not None else "pycuda"
+
+    def info(self) -> GpuInfo:
+        if self._cudart is not None:
+            prop = _check(
+                self._cudart,
+                self._cudart.cudaGetDeviceProperties(self.device),
+                "cudaGetDeviceProperties",
+            )
+            name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+            return GpuInfo(
+                name.rstrip("\x00"), f"{prop.major}.{prop.minor}", int(prop.totalGlobalMem)
+            )
+        dev = self._drv.Device(self.device)
+        major, minor = dev.compute_capability()
+        return GpuInfo(dev.name(), f"{major}.{minor}", int(dev.total_memory()))
+
+    def malloc(self, nbytes: int) -> int:
+        nbytes = max(int(nbytes), 1)
+        if self._cudart is not None:
+            return int(_check(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc"))
+        alloc = self._drv.mem_alloc(nbytes)
+        self._pycuda_allocs[int(alloc)] = alloc
+        return int(alloc)
+
+    def free(self, ptr: int) -> None:
+        if self._cudart is not None:
+            _check(self._cudart, self._cudart.cudaFree(ptr), "cudaFree")
+        else:
+            self._pycuda_allocs.pop(ptr).free()
+
+    def create_stream(self) -> Any:
+        if self._cudart is not None:
+            return _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+        return self._drv.Stream()
+
+    def stream_handle(self, stream: Any) -> int:
+        """The raw ``cudaStream_t`` as an int (what ``execute_async_v3`` takes)."""
+        return int(stream) if self._cudart is not None else int(stream.handle)
+
+    def destroy_stream(self, stream: Any) -> None:
+        if self._cudart is not None:
+            _check(self._cudart, self._cudart.cudaStreamDestroy(stream), "cudaStreamDestroy")
+
+    def synchronize(self, stream: Any) -> None:
+        if self._cudart is not None:
+            _check(
+                self._cudart, self._cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize"
+            )
+        else:
+            stream.synchronize()
+
+    def copy_to_device(self, dst: int, host: np.ndarray, stream: Any) -> None:
+        host = np.ascontiguousarray(host)
+        if self._cudart is not None:
+            kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            result = self._cudart.cudaMemcpyAsync(dst, host.ctypes.data, host.nbytes, kind, stream)
+            _check(self._cudart, result, "cudaMemcpyAsync (host to device)")
+        else:
+            self._drv.memcpy_htod_async(dst, host, stream)
+
+    def copy_to_host(self, host: np.ndarray, src: int, stream: Any) -> None:
+        if not host.flags.c_contiguous:
+            raise IRNError("internal: host output buffer must be contiguous")
+        if self._cudart is not None:
+            kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+            result = self._cudart.cudaMemcpyAsync(host.ctypes.data, src, host.nbytes, kind, stream)
+            _check(self._cudart, result, "cudaMemcpyAsync (device to host)")
+        else:
+            self._drv.memcpy_dtoh_async(host, src, stream)
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.pop()
+            self._ctx = None
+
+
+def load_cuda_runtime(device: int = 0) -> CudaRuntime:
+    """A :class:`CudaRuntime` for ``device``; IRNError with the reason when there is none."""
+    return CudaRuntime(device)
