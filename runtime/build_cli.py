@@ -20,7 +20,13 @@ from tqdm import tqdm
 from .engine_cache import EngineCache, default_cache_dir
 from .errors import IRNError, cli_entry
 from .manifest import load_manifest
-from .trt_plan import DEFAULT_HR_TILE, graph_tile_hw, parse_tile, profile_for_graph
+from .trt_plan import (
+    DEFAULT_MAX_BATCH,
+    default_hr_tile,
+    graph_tile_hw,
+    parse_tile,
+    profile_for_graph,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -28,17 +34,18 @@ PROG = "irn-build"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    tile = f"{DEFAULT_HR_TILE[0]}x{DEFAULT_HR_TILE[1]}"
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Build TensorRT engines (strongly typed, from the model directory's ONNX "
         "graphs) for the down and up graphs and store them in the engine cache. Needs an "
         "NVIDIA GPU, tensorrt>=10 and cuda-python (pip install 'irn-trt[gpu]').",
-        epilog=f"example: irn-build build/irn_x4\n"
-        f"         irn-build build/irn_x4 --precision fp32 --tile 768x768 --max-batch 2 "
-        f"--cache-dir /data/engines\n"
-        f"The HR --tile ({tile} by default) must match irn-trt-run's --tile for the engines "
-        f"to be reused; the up engine is built for the LR tile (HR tile / scale).",
+        epilog="example: irn-build build/irn_x4\n"
+        "         irn-build build/irn_x4 --precision fp32 --tile 768x768 --max-batch 2 "
+        "--cache-dir /data/engines\n"
+        "Defaults match irn-trt-run's (HR tile from the model's halo, e.g. 1024x1024 at x4; "
+        f"{DEFAULT_MAX_BATCH} tiles per call), so irn-trt-run --backend trt finds these engines; "
+        "with other values pass the same --tile/--batch to irn-trt-run. The up engine is built "
+        "for the LR tile (HR tile / scale).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model_dir", help="model directory written by irn-export (manifest.json)")
@@ -54,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="both",
         help="which graphs (default: both)",
     )
-    p.add_argument("--tile", default=tile, help=f"HR tile HxW the engines serve (default {tile})")
-    p.add_argument("--max-batch", type=int, default=1, help="tiles per call (default 1)")
+    p.add_argument(
+        "--tile", help="HR tile HxW the engines serve (default: irn-trt-run's for this model)"
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"tiles per call (default {DEFAULT_MAX_BATCH}, as irn-trt-run)",
+    )
     p.add_argument(
         "--workspace-gb", type=float, default=4.0, help="builder workspace limit in GiB (default 4)"
     )
@@ -80,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     manifest = load_manifest(args.model_dir)
-    hr_tile = parse_tile(args.tile, manifest.tile_multiple)
+    hr_tile = (
+        parse_tile(args.tile, manifest.tile_multiple) if args.tile else default_hr_tile(manifest)
+    )
     if args.max_batch < 1:
         raise IRNError(f"--max-batch must be at least 1, got {args.max_batch}")
     if args.workspace_gb <= 0:

@@ -27,7 +27,8 @@ from .errors import IRNError
 from .manifest import GraphInfo, ModelManifest, TensorInfo
 
 __all__ = [
-    "DEFAULT_HR_TILE",
+    "DEFAULT_MAX_BATCH",
+    "default_hr_tile",
     "MIN_TRT_VERSION",
     "TRT_TO_NUMPY",
     "numpy_dtype_for_trt",
@@ -49,9 +50,9 @@ __all__ = [
     "known_accuracy_issues",
 ]
 
-#: HR tile engines are built for when the caller names none (down: 512x512 in; up:
-#: 128x128 in for x4). irn-build and the GPU backends share it, so engines are reused.
-DEFAULT_HR_TILE = (512, 512)
+#: Tiles per call irn-trt-run gives backends that benefit from batching (runtime/api.py);
+#: irn-build's default, so that its engines are the ones irn-trt-run looks up.
+DEFAULT_MAX_BATCH = 4
 
 #: Oldest TensorRT whose API we use (name-based I/O, execute_async_v3, strong typing).
 MIN_TRT_VERSION = Version("10.0")
@@ -149,6 +150,14 @@ def parse_tile(text: str, multiple: int = 1) -> tuple[int, int]:
     if hw[0] % multiple or hw[1] % multiple:
         raise IRNError(f"tile {text!r}: sizes must be multiples of the scale ({multiple})")
     return hw
+
+
+def default_hr_tile(manifest: ModelManifest) -> tuple[int, int]:
+    """irn-trt-run's default tile in HR pixels (from its halo), shared so engines are reused."""
+    from .api import default_tile_lr  # the runtime core's rule; imported late (no cycle)
+
+    edge = default_tile_lr(manifest.halo) * manifest.scale
+    return (edge, edge)
 
 
 def graph_tile_hw(graph: GraphInfo, scale: int, hr_tile_hw: tuple[int, int]) -> tuple[int, int]:

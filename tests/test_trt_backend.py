@@ -118,6 +118,8 @@ def test_backends_are_lazy_and_fail_in_one_line_without_a_gpu(toy, tmp_path: Pat
     opts = BackendOptions(cache_dir=tmp_path / "cache", tile_hw=(64, 64))
     backend = cls(root, m, m.graph("down", "fp16"), opts)  # cheap: nothing is loaded
     assert backend.profiles[0].max == (1, 64, 64, 3)
+    up = cls(root, m, m.graph("up", "fp16"), opts)  # tile_hw is the HR tile: LR = HR / scale
+    assert [p.max for p in up.profiles] == [(1, 16, 16, 3), (1, 5, 16, 16)]
     with pytest.raises(IRNError, match=f"backend {cls.name} unavailable") as info:
         backend.run({"hr": np.zeros((1, 64, 64, 3), np.uint8)})
     assert "\n" not in str(info.value)

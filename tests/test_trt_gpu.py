@@ -91,8 +91,8 @@ def test_irn_build_builds_once_then_hits_the_cache(toy, tmp_path, capsys) -> Non
 def test_trt_backend_matches_onnxruntime_cpu(toy, cache_dir, precision, direction) -> None:
     root, m = toy
     graph = m.graph(direction, precision)
-    hw = TILE if direction == "down" else (TILE[0] // 4, TILE[1] // 4)
-    opts = BackendOptions(cache_dir=cache_dir, tile_hw=hw, max_batch=2)
+    hw = TILE if direction == "down" else (TILE[0] // 4, TILE[1] // 4)  # the graph's input tile
+    opts = BackendOptions(cache_dir=cache_dir, tile_hw=TILE, max_batch=2)  # tile_hw: HR
     backend = TensorRTBackend(root, m, graph, opts)
     try:
         small = (hw[0] // 2, hw[1] // 4 * 2) if direction == "down" else (3, 5)

@@ -17,10 +17,12 @@ from irn_trt.runtime.cuda_util import GpuInfo
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.manifest import load_manifest
 from irn_trt.runtime.trt_plan import (
+    DEFAULT_MAX_BATCH,
     TRT_TO_NUMPY,
     TensorSpec,
     allocation_bytes,
     check_engine_io,
+    default_hr_tile,
     graph_tile_hw,
     known_accuracy_issues,
     numpy_dtype_for_trt,
@@ -97,6 +99,15 @@ def test_profile_covers_tile_and_smaller_images(toy) -> None:
     assert not hr.covers((1, 64, 64))
     with pytest.raises(IRNError, match="max batch"):
         profile_for_graph(down, m, (512, 512), max_batch=0)
+
+
+def test_default_tile_and_batch_are_irn_trt_runs(toy) -> None:
+    from irn_trt.runtime.api import default_tile_lr
+
+    _, m = toy
+    edge = default_tile_lr(m.halo) * m.scale
+    assert default_hr_tile(m) == (edge, edge) and edge % m.scale == 0
+    assert DEFAULT_MAX_BATCH >= 1
 
 
 def test_profile_key_is_canonical_and_distinguishes_profiles(toy) -> None:

@@ -25,11 +25,11 @@ from ..errors import IRNError
 from ..manifest import GraphInfo, ModelManifest, file_sha256
 from ..trt_builder import BuildSpec, build_engine, import_tensorrt, make_logger
 from ..trt_plan import (
-    DEFAULT_HR_TILE,
     ProfileShapes,
     TensorSpec,
     allocation_bytes,
     check_engine_io,
+    default_hr_tile,
     graph_tile_hw,
     known_accuracy_issues,
     numpy_dtype_for_trt,
@@ -60,9 +60,13 @@ class TrtBuildOptions:
     opt_level: int = 3
 
 
+def _tensorrt_installed() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
 def trt_unavailable_reason(device: int = 0) -> str | None:
     """Why the ``trt`` backend cannot run here (None: it can). Cheapest checks first."""
-    if importlib.util.find_spec("tensorrt") is None:
+    if not _tensorrt_installed():
         return "tensorrt is not installed (pip install 'irn-trt[gpu]')"
     reason = cuda_unavailable_reason(device)
     if reason:
@@ -181,7 +185,10 @@ class TensorRTBackend(Backend):
         self.build = build or TrtBuildOptions()
         self.device = device
         self.warn = warn
-        tile = self.options.tile_hw or graph_tile_hw(graph, manifest.scale, DEFAULT_HR_TILE)
+        # options.tile_hw is the HR tile (as the tiler passes it); the up graph's input
+        # tile is that divided by the scale.
+        hr_tile = self.options.tile_hw or default_hr_tile(manifest)
+        tile = graph_tile_hw(graph, manifest.scale, hr_tile)
         self.profiles = profile_for_graph(graph, manifest, tile, self.options.max_batch)
         self.built = False  # whether _load had to build (False: cache hit)
         self._cuda: CudaRuntime | None = None
