@@ -109,7 +109,7 @@ def build_engine(spec: BuildSpec, warn: Warn) -> bytes:
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external weight files relative to the graph.
     if not parser.parse_from_file(os.fspath(spec.onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        errors = [_parser_error_text(parser.get_error(i)) for i in range(parser.num_errors)]
         first = errors[0].splitlines()[0] if errors else "unknown error"
         raise IRNError(
             f"TensorRT's ONNX parser rejected {spec.onnx_path.name}: {first}"
@@ -138,6 +138,16 @@ def build_engine(spec: BuildSpec, warn: Warn) -> bytes:
         except OSError as exc:
             warn(f"could not save the timing cache {spec.timing_cache}: {exc}")
     return bytes(plan)
+
+
+def _parser_error_text(error: Any) -> str:
+    """An IParserError as text: its node and description (``desc()``), else ``str()``."""
+    desc = getattr(error, "desc", None)
+    if not callable(desc):
+        return str(error)
+    node = getattr(error, "node_name", None)
+    where = f"node {node()}: " if callable(node) and node() else ""
+    return f"{where}{desc()}"
 
 
 def _check_profile_inputs(network: Any, profiles: Sequence[ProfileShapes]) -> None:

@@ -241,3 +241,21 @@ def test_engine_key_reflects_graph_gpu_profile_and_builder(toy) -> None:
         != k.digest()
     )
     assert Path(root / g.file).is_file()
+
+
+def test_float_io_graphs_use_nchw_profiles(toy) -> None:
+    from irn_trt.runtime.manifest import GraphInfo, TensorInfo
+
+    _, m = toy
+    hr = TensorInfo("hr", "float32", ("N", 3, "H", "W"), "NCHW")
+    lr = TensorInfo("lr", "float32", ("N", 3, "h", "w"), "NCHW")
+    down = GraphInfo("down", "fp16", "down.fp16.onnx", "", (hr,), (lr,))
+    fm = replace(m, io="float32", scale=2, graphs=(down,))
+    (p,) = profile_for_graph(down, fm, (256, 128), max_batch=4)
+    assert (p.min, p.max) == ((1, 3, 2, 2), (4, 3, 256, 128))
+    plan = plan_bindings(down, 2, {"hr": (4, 3, 256, 128)})
+    assert [b.shape for b in plan] == [(4, 3, 256, 128), (4, 3, 128, 64)]
+    assert plan[0].nbytes == 4 * 3 * 256 * 128 * 4
+    bad = GraphInfo("down", "fp16", "x.onnx", "", (replace(hr, layout="NCTW"),), (lr,))
+    with pytest.raises(IRNError, match="unsupported layout"):
+        profile_for_graph(bad, fm, (256, 128))
