@@ -9,11 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-
 from irn_trt.runtime.errors import IRNError, cli_entry
 
 from .models import list_models
-from .trainer import PRESETS, TrainConfig, Trainer, apply_preset
+from .perceptual import RANDOM_VGG
+from .trainer import PRESETS, STAGES, TrainConfig, Trainer, apply_preset, apply_stage
 
 __all__ = ["main", "build_parser"]
 
@@ -24,6 +24,7 @@ DEFAULT_VAL = "../shared/data/eval/Set5"
 _FIELDS = (
     "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
+    "stage", "disc_pretrain", "vgg_weights",
 )  # fmt: skip
 
 
@@ -35,12 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  irn-train --preset cpu --model irn_x4 --run-dir runs/irn_x4\n"
         "  irn-train --run-dir runs/irn_x4 --resume          # continue where it stopped\n"
-        "  irn-train --preset cpu --model irn_x2 --iterations 2000 --data my_photos/",
+        "  irn-train --preset cpu --model irn_x2 --iterations 2000 --data my_photos/\n"
+        "  irn-train --stage plus --init-from runs/irn_x4/best --vgg-weights vgg19.pth \\\n"
+        "            --run-dir runs/irn_x4_plus             # IRN+ (GAN + VGG19 loss)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="recipe (default: cpu)")
     p.add_argument("--model", choices=list_models(), help="registry entry (default: irn_x4)")
-    p.add_argument("--data", action="append", help=f"image folder, repeatable (default: {DEFAULT_DATA})")
+    p.add_argument(
+        "--data", action="append", help=f"image folder, repeatable (default: {DEFAULT_DATA})"
+    )
     p.add_argument("--run-dir", required=True, help="where checkpoints and logs go")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--crop", type=int, help="HR crop size")
@@ -49,13 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop after this many steps in this invocation")
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--milestones", type=int, nargs="*", help="steps at which lr is halved")
-    p.add_argument("--train-z", choices=["gaussian", "zero"], help="latent in the reconstruction pass")
+    p.add_argument(
+        "--train-z", choices=["gaussian", "zero"], help="latent in the reconstruction pass"
+    )
     p.add_argument("--grad-clip", type=float, help="gradient norm clip")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--val-every", type=int, help="validate every N steps (0: never)")
     p.add_argument("--val-dir", help=f"validation HR folder (default: {DEFAULT_VAL} if present)")
     p.add_argument("--init-from", help="start from this checkpoint directory")
+    p.add_argument(
+        "--stage",
+        choices=sorted(STAGES),
+        help="base: stage 1 (default); plus: IRN+ fine-tuning with a GAN and VGG19 loss, "
+        "needs --init-from and --vgg-weights, sets lr 1e-4, recon weight 0.01, no z loss",
+    )
+    p.add_argument(
+        "--disc-pretrain",
+        type=int,
+        help="stage plus: steps that train the discriminator alone first (default: 5000)",
+    )
+    p.add_argument(
+        "--vgg-weights",
+        help="stage plus: local torchvision VGG19 state dict (.pth or .safetensors); "
+        f"'{RANDOM_VGG}' = random network, for tests only, never for real training",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -84,10 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config_path.exists():
             raise IRNError(f"{run_dir} already holds a run; use --resume or another --run-dir")
         cfg = apply_preset(TrainConfig(), args.preset)
+        if args.stage:
+            cfg = apply_stage(cfg, args.stage)
         data = tuple(args.data) if args.data else (DEFAULT_DATA,)
         if "val_dir" not in given and Path(DEFAULT_VAL).is_dir():
             given["val_dir"] = DEFAULT_VAL
         cfg = replace(cfg, data=data, **given)
+    if cfg.stage == "plus" and cfg.vgg_weights == RANDOM_VGG:
+        print(
+            f"irn-train: warning: --vgg-weights {RANDOM_VGG}: random feature network, the "
+            "perceptual loss is meaningless (for testing the mechanics only)",
+            file=sys.stderr,
+        )
     trainer = Trainer(cfg, run_dir, progress=not args.quiet)
     if args.resume:
         trainer.resume()

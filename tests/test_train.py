@@ -1,0 +1,299 @@
+"""Stage-1 training mechanics on tiny crops: learning, bit-exact resume, checkpoints, the CLI.
+
+Everything runs on 16-32 pixel crops of two shared training images with irn_x2
+and batch 2, on one thread (two threads fighting other work on a 2-core machine
+are many times slower than one).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from irn_trt.train.checkpoint import load_checkpoint
+from irn_trt.train.cli import main
+from irn_trt.train.data import CropSampler
+from irn_trt.train.trainer import (
+    TRAIN_STATE_FILE,
+    TrainConfig,
+    Trainer,
+    apply_preset,
+    apply_stage,
+    irn_losses,
+)
+from train_support import (
+    load_images,
+    params_equal,
+    tiny_config,
+    tiny_train_folder,
+    tiny_val_folder,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_train_folder(tmp_path_factory.mktemp("train") / "crops")
+
+
+@pytest.fixture(scope="module")
+def val_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_val_folder(tmp_path_factory.mktemp("val") / "set5_crop")
+
+
+@pytest.fixture(scope="module")
+def images(train_dir: Path) -> list[np.ndarray]:
+    return load_images(train_dir)
+
+
+def read_log(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "log.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def cli_args(train_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--model", "irn_x2", "--crop", "16", "--batch", "2", "--iterations", "50",
+        "--data", str(train_dir), "--run-dir", str(run_dir), "--val-every", "0",
+        "--checkpoint-every", "0", "--threads", "1", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+# --- learning ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_few_steps_lower_the_loss(tmp_path: Path, images: list[np.ndarray]) -> None:
+    # One 16x16 patch (8 flip/transpose variants): the loss on a fixed batch of its
+    # variants must fall. Adam's first steps from the identity init overshoot, so
+    # compare after 24 steps, not 2.
+    patch = [images[0][:16, :16]]
+    cfg = tiny_config(crop=16)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    hr, lr_guide = CropSampler(patch, 16, 2, seed=99).batch(8)
+    with torch.no_grad():
+        before = irn_losses(trainer.model, hr, lr_guide, cfg).total.item()
+    assert trainer.run(patch, max_steps=24) == 24
+    with torch.no_grad():
+        after = irn_losses(trainer.model, hr, lr_guide, cfg).total.item()
+    assert after < 0.9 * before, (before, after)
+    rows = read_log(tmp_path / "run")
+    assert [int(r["step"]) for r in rows] == list(range(1, 25))
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
+
+
+# --- resume and checkpoints ----------------------------------------------------------
+
+
+def test_resume_is_bit_identical(tmp_path: Path, images: list[np.ndarray]) -> None:
+    # Gaussian z in the reconstruction pass exercises the saved generator state too.
+    cfg = tiny_config(crop=16, train_z="gaussian")
+    straight = Trainer(cfg, tmp_path / "straight", progress=False)
+    straight.run(images, max_steps=4)
+
+    first = Trainer(cfg, tmp_path / "split", progress=False)
+    first.run(images, max_steps=2)
+    second = Trainer(cfg, tmp_path / "split", progress=False)
+    second.resume()
+    assert second.step == 2
+    second.run(images, max_steps=2)
+
+    assert second.step == straight.step == 4
+    assert params_equal(second.model, straight.model)
+    assert not params_equal(first.model, straight.model)  # it did train on after the split
+    losses = lambda d: [r["loss"] for r in read_log(d)]  # noqa: E731
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+
+
+def test_checkpoint_round_trips(tmp_path: Path, images: list[np.ndarray]) -> None:
+    cfg = tiny_config(crop=16)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.run(images, max_steps=2)
+    model, config = load_checkpoint(tmp_path / "run" / "last")
+    assert params_equal(model, trainer.model)
+    assert config["meta"]["step"] == 2
+    assert TrainConfig.from_json(json.dumps(config["meta"]["train_config"])) == cfg
+
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    trainer.model.eval()
+    with torch.no_grad():
+        y0, z0 = trainer.model(x)
+        y1, z1 = model(x)
+        assert torch.equal(y0, y1) and torch.equal(z0, z1)
+        assert torch.equal(trainer.model.inverse(y0, z0), model.inverse(y1, z1))
+
+    state = torch.load(tmp_path / "run" / "last" / TRAIN_STATE_FILE, weights_only=True)
+    assert state["step"] == 2
+    assert state["scheduler"]["last_epoch"] == 2
+    assert "plus" not in state  # stage-1 state layout unchanged
+
+
+def test_config_json_round_trips_and_old_configs_load() -> None:
+    # A train_config.json written before stage 2 existed (the keys a stage-1 run stores).
+    old = """{"batch": 8, "betas": [0.9, 0.999], "checkpoint_every": 250, "crop": 64,
+      "data": ["../shared/data/train"], "gamma": 0.5, "grad_clip": 10.0, "init_from": null,
+      "iterations": 12000, "lambda_distr": 1.0, "lambda_guide": null, "lambda_recon": 1.0,
+      "lr": 0.0002, "milestones": [6000, 9000, 11000], "model": "irn_x4", "seed": 0,
+      "train_z": "zero", "val_dir": "../shared/data/eval/Set5", "val_every": 500,
+      "weight_decay": 1e-05}"""
+    cfg = TrainConfig.from_json(old)
+    preset = apply_preset(TrainConfig(), "cpu")
+    expected = replace(preset, data=("../shared/data/train",), val_dir="../shared/data/eval/Set5")
+    assert cfg == expected  # same values as the cpu preset today, and stage "base"
+    assert cfg.stage == "base" and cfg.milestones == (6000, 9000, 11000)
+    plus = apply_stage(replace(cfg, vgg_weights="vgg19.pth", init_from="x"), "plus")
+    assert plus.lr == 1e-4 and plus.lambda_recon == 0.01 and plus.lambda_distr == 0.0
+    assert TrainConfig.from_json(plus.to_json()) == plus  # tuples survive JSON
+
+
+# --- the CLI -------------------------------------------------------------------------
+
+
+def test_cli_trains_validates_and_resumes(
+    tmp_path: Path, train_dir: Path, val_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    extra = ("--val-dir", str(val_dir), "--val-every", "2", "--max-steps", "2")
+    assert main(cli_args(train_dir, run, *extra)) == 0
+    for name in ("model.safetensors", "config.json", TRAIN_STATE_FILE):
+        assert (run / "last" / name).is_file()
+    assert (run / "best" / "model.safetensors").is_file()
+    rows = read_log(run)
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert rows[0]["val_psnr"] == "" and 10.0 < float(rows[1]["val_psnr"]) < 100.0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert (saved["model"], saved["crop"], saved["batch"]) == ("irn_x2", 16, 2)
+
+    assert main(["--run-dir", str(run), "--resume", "--max-steps", "1", "--quiet"]) == 0
+    assert "resuming irn_x2 at step 2 of 50" in capsys.readouterr().err
+    assert [r["step"] for r in read_log(run)] == ["1", "2", "3"]
+    state = torch.load(run / "last" / TRAIN_STATE_FILE, weights_only=True)
+    assert state["step"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_saves_and_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, train_dir: Path, signum: int
+) -> None:
+    run = tmp_path / "run"
+    args = cli_args(train_dir, run)
+    args[args.index("--iterations") + 1] = "100000"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "irn_trt.train.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "log.csv").is_file() and proc.poll() is None:
+            assert time.monotonic() < deadline, "irn-train did not start training"
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "resume with --resume" in out, out
+    stopped = len(read_log(run))
+    state = torch.load(run / "last" / TRAIN_STATE_FILE, weights_only=True)
+    assert state["step"] == stopped >= 1
+
+    # Resume for two more steps; an uninterrupted run of the same length must match.
+    assert main(["--run-dir", str(run), "--resume", "--max-steps", "2", "--quiet"]) == 0
+    cfg = TrainConfig.from_json((run / "train_config.json").read_text())
+    straight = Trainer(cfg, tmp_path / "straight", progress=False)
+    straight.run(max_steps=stopped + 2)
+    resumed, _ = load_checkpoint(run / "last")
+    assert params_equal(resumed, straight.model)
+
+
+# --- bad input: one line, exit 2 -----------------------------------------------------
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], rc: int, needle: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("irn-train: error:") and needle in err, err
+
+
+def test_empty_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    rc = main(cli_args(tmp_path / "empty", tmp_path / "run"))
+    _one_line_error(capsys, rc, "no training images found")
+
+
+def test_resume_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["--run-dir", str(tmp_path / "nothing"), "--resume"])
+    _one_line_error(capsys, rc, "nothing to resume")
+
+
+def test_bad_run_directories(
+    tmp_path: Path, train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(cli_args(train_dir, run, "--max-steps", "1")) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, main(cli_args(train_dir, run)), "already holds a run")
+    rc = main(["--run-dir", str(run), "--resume", "--crop", "32"])
+    _one_line_error(capsys, rc, "cannot change crop")
+    rc = main(["--run-dir", str(run), "--resume", "--stage", "plus"])
+    _one_line_error(capsys, rc, "cannot change stage")
+    (run / "last" / TRAIN_STATE_FILE).write_bytes(b"not a torch file")
+    rc = main(["--run-dir", str(run), "--resume"])
+    _one_line_error(capsys, rc, "unreadable training state")
+
+
+def test_crop_not_a_multiple_of_the_scale(
+    tmp_path: Path, train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = cli_args(train_dir, tmp_path / "run", "--model", "irn_x4")
+    args[args.index("--crop") + 1] = "18"
+    _one_line_error(capsys, main(args), "not a multiple of the scale")
+
+
+# --- the CPU preset's speed (printed, not asserted) ------------------------------------
+
+
+@pytest.mark.slow
+def test_cpu_preset_step_time(
+    tmp_path: Path, images: list[np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = replace(apply_preset(TrainConfig(), "cpu"), val_every=0, checkpoint_every=0)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.run(images, max_steps=1)  # warm-up (allocator, first-call overheads)
+    t0 = time.perf_counter()
+    trainer.run(images, max_steps=2)
+    per_step = (time.perf_counter() - t0) / 2
+    assert trainer.step == 3
+    with capsys.disabled():
+        print(
+            f"\n[cpu preset] {cfg.model}, batch {cfg.batch} of {cfg.crop}px crops: "
+            f"{per_step:.2f} s/step on {torch.get_num_threads()} thread(s) "
+            f"(includes the end-of-call checkpoint)"
+        )
