@@ -1,0 +1,181 @@
+"""TensorRT definitions of the ``irn::*`` plugins (``tensorrt.plugin``, no C++, no CMake).
+
+Call :func:`register_plugins` before parsing an ONNX graph that contains
+``irn`` nodes (engine build) or before deserializing an engine built from one.
+Each plugin has a shape/type descriptor (``@trtp.register``), its supported
+types (``@trtp.autotune``) and an ahead-of-time implementation
+(``@trtp.aot_impl``) that returns Triton-compiled PTX: the engine then embeds
+the kernels and runs without Python (trtexec, C++). Attributes are consumed
+at build time (baked into the PTX as constants), as TensorRT does not
+serialise them for AOT plugins.
+
+``tensorrt`` and ``triton`` are imported only inside :func:`register_plugins`
+and the implementations, so importing this module is free everywhere
+(including the torch-free runtime).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+__all__ = ["PLUGIN_NAMESPACE", "PLUGIN_OPS", "register_plugins", "tensorrt_plugin_api_reason"]
+
+PLUGIN_NAMESPACE = "irn"
+PLUGIN_OPS = ("haar_down", "haar_up", "pack_rgb8", "unpack_rgb8", "gaussian_z")
+
+
+def tensorrt_plugin_api_reason() -> str | None:
+    """``None`` if ``tensorrt.plugin`` (TensorRT >= 10.9 for AOT) imports here, else why not."""
+    try:
+        import tensorrt as trt  # type: ignore[import-not-found]
+        import tensorrt.plugin  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError as exc:
+        return f"tensorrt.plugin is not importable ({exc})"
+    from packaging.version import Version
+
+    if Version(trt.__version__) < Version("10.9"):
+        return f"TensorRT {trt.__version__} has no AOT Python plugins (10.9 or newer needed)"
+    return None
+
+
+def _dtype_name(trt: Any, dtype: Any) -> str:
+    if dtype == trt.float32:
+        return "float32"
+    if dtype == trt.float16:
+        return "float16"
+    raise ValueError(f"irn plugins support float32/float16 tensors, got {dtype}")
+
+
+def _aot_result(trtp: Any, spec: Any, grid_x: Any, scalars: list[Any]) -> tuple:
+    """Compile ``spec`` for this GPU and package it the way ``aot_impl`` returns it."""
+    from .aot import compile_kernel
+
+    kernel = compile_kernel(spec)
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = grid_x
+    launch.block_x = kernel.threads
+    launch.shared_mem = kernel.shared
+    extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(s) for s in scalars])
+    return kernel.name.encode(), kernel.ptx.encode(), launch, extra
+
+
+@functools.cache
+def register_plugins() -> tuple[str, ...]:
+    """Register all ``irn::*`` plugins with TensorRT (idempotent); returns their ids.
+
+    Raises ImportError when ``tensorrt.plugin`` is unavailable (check
+    :func:`tensorrt_plugin_api_reason` first for a friendly message).
+    """
+    import numpy as np
+    import tensorrt as trt  # type: ignore[import-not-found]
+    import tensorrt.plugin as trtp  # type: ignore[import-not-found]
+
+    from . import aot
+    from .geometry import ELEMENTWISE_BLOCK, HaarGeometry
+
+    float_io = "FP32|FP16, FP32|FP16"
+
+    # ---- irn::haar_down / irn::haar_up -------------------------------------------
+
+    @trtp.register("irn::haar_down")
+    def haar_down_desc(x: trtp.TensorDesc, levels: int) -> trtp.TensorDesc:
+        geo = HaarGeometry(levels)
+        s = x.shape_expr
+        shape = (s[0], s[1] * geo.subbands, s[2] // geo.side, s[3] // geo.side)
+        return trtp.from_shape_expr(shape, dtype=x.dtype)
+
+    @trtp.autotune("irn::haar_down")
+    def haar_down_tune(x: trtp.TensorDesc, outputs: tuple) -> list:
+        return [trtp.AutoTuneCombination(float_io)]
+
+    @trtp.aot_impl("irn::haar_down")
+    def haar_down_aot(x: trtp.TensorDesc, levels: int, outputs: tuple, tactic: int) -> tuple:
+        geo = HaarGeometry(levels)
+        n, c, hh, ww = (x.shape_expr[i] for i in range(4))
+        blocks = outputs[0].shape_expr.numel() // geo.subbands
+        spec = aot.haar_down_spec(levels, _dtype_name(trt, x.dtype))
+        return _aot_result(trtp, spec, trtp.cdiv(blocks, geo.block_positions), [n, c, hh, ww])
+
+    @trtp.register("irn::haar_up")
+    def haar_up_desc(y: trtp.TensorDesc, levels: int) -> trtp.TensorDesc:
+        geo = HaarGeometry(levels)
+        s = y.shape_expr
+        shape = (s[0], s[1] // geo.subbands, s[2] * geo.side, s[3] * geo.side)
+        return trtp.from_shape_expr(shape, dtype=y.dtype)
+
+    @trtp.autotune("irn::haar_up")
+    def haar_up_tune(y: trtp.TensorDesc, outputs: tuple) -> list:
+        return [trtp.AutoTuneCombination(float_io)]
+
+    @trtp.aot_impl("irn::haar_up")
+    def haar_up_aot(y: trtp.TensorDesc, levels: int, outputs: tuple, tactic: int) -> tuple:
+        geo = HaarGeometry(levels)
+        n, kc, h, w = (y.shape_expr[i] for i in range(4))
+        c = kc // geo.subbands
+        blocks = y.shape_expr.numel() // geo.subbands
+        spec = aot.haar_up_spec(levels, _dtype_name(trt, y.dtype))
+        return _aot_result(trtp, spec, trtp.cdiv(blocks, geo.block_positions), [n, c, h, w])
+
+    # ---- irn::pack_rgb8 / irn::unpack_rgb8 ----------------------------------------
+
+    @trtp.register("irn::pack_rgb8")
+    def pack_desc(x: trtp.TensorDesc) -> trtp.TensorDesc:
+        s = x.shape_expr
+        return trtp.from_shape_expr((s[0], s[2], s[3], s[1]), dtype=trt.uint8)
+
+    @trtp.autotune("irn::pack_rgb8")
+    def pack_tune(x: trtp.TensorDesc, outputs: tuple) -> list:
+        return [trtp.AutoTuneCombination("FP32, UINT8"), trtp.AutoTuneCombination("FP16, UINT8")]
+
+    @trtp.aot_impl("irn::pack_rgb8")
+    def pack_aot(x: trtp.TensorDesc, outputs: tuple, tactic: int) -> tuple:
+        s = x.shape_expr
+        total = s.numel()
+        spec = aot.pack_rgb8_spec(_dtype_name(trt, x.dtype))
+        grid = trtp.cdiv(total, ELEMENTWISE_BLOCK)
+        return _aot_result(trtp, spec, grid, [s[1], s[2] * s[3], total])
+
+    @trtp.register("irn::unpack_rgb8")
+    def unpack_desc(u: trtp.TensorDesc, fp16: int) -> trtp.TensorDesc:
+        s = u.shape_expr
+        dtype = trt.float16 if fp16 else trt.float32
+        return trtp.from_shape_expr((s[0], s[3], s[1], s[2]), dtype=dtype)
+
+    @trtp.autotune("irn::unpack_rgb8")
+    def unpack_tune(u: trtp.TensorDesc, fp16: int, outputs: tuple) -> list:
+        return [trtp.AutoTuneCombination("UINT8, FP16" if fp16 else "UINT8, FP32")]
+
+    @trtp.aot_impl("irn::unpack_rgb8")
+    def unpack_aot(u: trtp.TensorDesc, fp16: int, outputs: tuple, tactic: int) -> tuple:
+        s = u.shape_expr
+        total = s.numel()
+        spec = aot.unpack_rgb8_spec("float16" if fp16 else "float32")
+        grid = trtp.cdiv(total, ELEMENTWISE_BLOCK)
+        return _aot_result(trtp, spec, grid, [s[3], s[1] * s[2], total])
+
+    # ---- irn::gaussian_z -----------------------------------------------------------
+
+    @trtp.register("irn::gaussian_z")
+    def gaussian_desc(
+        like: trtp.TensorDesc, channels: int, seed: int, scale: float
+    ) -> trtp.TensorDesc:
+        s = like.shape_expr
+        return trtp.from_shape_expr((s[0], channels, s[2], s[3]), dtype=like.dtype)
+
+    @trtp.autotune("irn::gaussian_z")
+    def gaussian_tune(like: trtp.TensorDesc, outputs: tuple) -> list:
+        return [trtp.AutoTuneCombination(float_io)]
+
+    @trtp.aot_impl("irn::gaussian_z")
+    def gaussian_aot(
+        like: trtp.TensorDesc, channels: int, seed: int, scale: float, outputs: tuple, tactic: int
+    ) -> tuple:
+        total = outputs[0].shape_expr.numel()
+        spec = aot.gaussian_z_spec(
+            int(seed), float(np.float32(scale)), _dtype_name(trt, like.dtype)
+        )
+        grid = trtp.cdiv(total, ELEMENTWISE_BLOCK)
+        return _aot_result(trtp, spec, grid, [total])
+
+    return tuple(f"{PLUGIN_NAMESPACE}::{op}" for op in PLUGIN_OPS)
