@@ -162,6 +162,9 @@ def test_vgg19_weights_errors(tmp_path: Path) -> None:
     torch.save(bn, tmp_path / "vgg19_bn.pth")
     with pytest.raises(IRNError, match="without BatchNorm"):
         load_vgg19_state_dict(tmp_path / "vgg19_bn.pth")
+    torch.save({**bn, "features.1.running_mean": torch.zeros(64)}, tmp_path / "vgg19_bn2.pth")
+    with pytest.raises(IRNError, match="with BatchNorm; plain VGG19 is needed"):
+        load_vgg19_state_dict(tmp_path / "vgg19_bn2.pth")
     torch.save({"classifier.0.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(IRNError, match="missing features.0.bias"):
         load_vgg19_state_dict(tmp_path / "other.pth")

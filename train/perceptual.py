@@ -108,6 +108,8 @@ def load_vgg19_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
         for k, v in state.items()
         if isinstance(k, str) and k.removeprefix("module.").startswith("features.")
     }
+    if any(k.endswith("running_mean") for k in features):
+        raise IRNError(f"VGG19 weights {path}: this is VGG19 with BatchNorm; plain VGG19 is needed")
     expected = VGG19Features().state_dict()
     missing = sorted(set(expected) - set(features))
     if missing:
