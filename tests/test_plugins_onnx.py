@@ -234,6 +234,45 @@ def test_gaussian_plugin_equals_native_fed_with_the_reference_noise(
     assert not np.array_equal(run_split(other, {"lr": lr})[0], got)
 
 
+# ---- one-op graphs (written with onnx.helper, not traced) --------------------------------
+
+
+def _micro_graphs() -> list:
+    from irn_trt.plugins import micro_graphs as mg
+
+    types = ("float32", "float16")
+    return [
+        *(mg.haar_down_graph(lv, 3, (8 * 5, 8 * 7), d, 2) for lv in (1, 2, 3) for d in types),
+        *(mg.haar_up_graph(lv, 3, (5, 7), d, 2) for lv in (1, 2, 3) for d in types),
+        *(mg.pack_graph((9, 13), d, 2) for d in types),
+        *(mg.unpack_graph((9, 13), d, 2) for d in types),
+        mg.gaussian_graph(Z_CHANNELS, TEMPERATURE, (5, 7), 2),
+    ]
+
+
+@pytest.mark.parametrize("graph", _micro_graphs(), ids=lambda g: g.name)
+def test_one_op_graphs_become_one_plugin_node(graph) -> None:
+    plugged = apply_plugins(graph.model, {graph.family}, seed=3)
+    nodes = _plugin_nodes(plugged)
+    assert len(nodes) == 1 and _io(plugged) == _io(graph.model)
+    native_ops = [n.op_type for n in plugged.graph.node if n.domain != "irn"]
+    assert native_ops == (["Concat"] if graph.family == "gaussian" else [])
+    x = graph.example()
+    got = run_split(plugged, {graph.input_name: x})[0]
+    want = _ort(graph.model, {graph.input_name: x})
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if graph.family == "gaussian":  # ONNX Runtime's noise is its own; the LR passes through
+        np.testing.assert_array_equal(got[:, :3], want[:, :3])
+        z = ref.gaussian_z_ref((2, Z_CHANNELS, 5, 7), 3, np.float32(TEMPERATURE))
+        np.testing.assert_array_equal(got[:, 3:], z)
+    elif graph.name.startswith("haar") and got.dtype == np.float32:
+        # ONNX Runtime sums the 4^L taps in float32; the reference is exact (float64)
+        levels = int(_attrs(nodes[0])["levels"])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * 4**levels)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
 # ---- errors ---------------------------------------------------------------------------
 
 
