@@ -211,6 +211,12 @@ class TensorRTBackend(Backend):
         if reason:
             raise IRNError(f"backend trt unavailable: {reason}")
         trt = import_tensorrt()
+        if self.graph.plugins:
+            # Plugin graphs (irn-export --plugins): register the irn::* definitions before
+            # TensorRT parses the graph or deserializes its engine.
+            from irn_trt.plugins import prepare_tensorrt_for
+
+            prepare_tensorrt_for(self.graph.plugins)
         for issue in known_accuracy_issues(trt.__version__):
             self.warn(issue)
         self._cuda = CudaRuntime(self.device)
