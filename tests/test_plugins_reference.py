@@ -102,3 +102,31 @@ def test_gaussian_ref_is_seeded_standard_normal() -> None:
     np.testing.assert_array_equal(flat, z.reshape(-1))
     half = ref.gaussian_z_ref((4, 45, 32, 32), seed=7, scale=0.5)
     np.testing.assert_allclose(half, z * np.float32(0.5), rtol=1e-6)
+
+
+def test_plugin_package_imports_neither_torch_nor_triton() -> None:
+    # The exporter and the torch-free runtime import these modules.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import irn_trt.plugins, irn_trt.plugins.onnx_rewrite, irn_trt.plugins.trt_plugins\n"
+        "import irn_trt.plugins.aot, irn_trt.plugins.reference, irn_trt.runtime.backends.trt\n"
+        "print(sorted(m for m in ('torch', 'triton', 'tensorrt') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_prepare_tensorrt_is_a_no_op_for_native_graphs_and_one_line_otherwise() -> None:
+    from irn_trt.plugins import prepare_tensorrt_for, tensorrt_plugin_api_reason
+    from irn_trt.runtime.errors import IRNError
+
+    prepare_tensorrt_for(())  # native graph: nothing to register, nothing imported
+    reason = tensorrt_plugin_api_reason()
+    if reason is None:
+        pytest.skip("tensorrt.plugin is available here (covered by the gpu tests)")
+    with pytest.raises(IRNError, match="irn::haar_down") as err:
+        prepare_tensorrt_for(("irn::haar_down",))
+    assert "\n" not in str(err.value)
