@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage",
         choices=sorted(STAGES),
         help="base: stage 1 (default); plus: IRN+ fine-tuning with a GAN and VGG19 loss, "
-        "needs --init-from and --vgg-weights, sets lr 1e-4, recon weight 0.01, no z loss",
+        "needs --init-from and --vgg-weights, sets lr 1e-4, recon weight 0.01, no z loss "
+        "(RUN_DIR/best still follows Y-PSNR: take RUN_DIR/last for IRN+)",
     )
     p.add_argument(
         "--disc-pretrain",
