@@ -299,3 +299,88 @@ def test_parse_plugin_list() -> None:
         parse_plugin_list("haar,warp")
     with pytest.raises(PluginRewriteError, match="none given"):
         parse_plugin_list(" , ")
+
+
+# ---- model directory variants (what irn-export --plugins writes) -----------------------
+
+
+def _model_dir(tmp_path, z: str = "gaussian", io: str = "uint8"):
+    from irn_trt.runtime.manifest import (
+        GraphInfo,
+        ModelManifest,
+        TensorInfo,
+        file_sha256,
+        write_manifest,
+    )
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    graphs = []
+    for direction in ("down", "up"):
+        for precision in ("fp32", "fp16"):
+            model = _export(
+                "irn", direction, precision, io=io, z=z if direction == "up" else "zero"
+            )
+            path = tmp_path / f"{direction}.{precision}.onnx"
+            onnx.save(model, path)
+            layout = "NHWC" if io == "uint8" else "NCHW"
+            graphs.append(
+                GraphInfo(
+                    direction,
+                    precision,
+                    path.name,
+                    file_sha256(path),
+                    tuple(
+                        TensorInfo(i.name, io, ("N", "H", "W", 3), layout)
+                        for i in model.graph.input
+                    ),
+                    tuple(
+                        TensorInfo(o.name, io, ("N", "H", "W", 3), layout)
+                        for o in model.graph.output
+                    ),
+                )
+            )
+    manifest = ModelManifest(
+        model="t_irn", scale=4, architecture={}, checkpoint_sha256="0" * 64, io=io,
+        z_policy=z, z_channels=Z_CHANNELS, temperature=TEMPERATURE, halo=8, tile_multiple=4,
+        opset=17, versions={}, graphs=tuple(graphs),
+    )  # fmt: skip
+    write_manifest(tmp_path, manifest)
+    return manifest
+
+
+def test_add_plugin_variants_writes_and_records_plugin_graphs(tmp_path) -> None:
+    from irn_trt.plugins.export_variants import add_plugin_variants
+    from irn_trt.runtime.manifest import file_sha256, load_manifest, write_manifest
+
+    manifest = _model_dir(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.onnx")}
+    updated = add_plugin_variants(tmp_path, manifest, {"haar", "pack", "gaussian"}, seed=5)
+    write_manifest(tmp_path, updated)
+    loaded = load_manifest(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.fp??.onnx")} == before  # untouched
+    variants = [g for g in loaded.graphs if g.plugins]
+    assert sorted(g.file for g in variants) == [
+        "down.fp16.plugins.onnx", "down.fp32.plugins.onnx",
+        "up.fp16.plugins.onnx", "up.fp32.plugins.onnx",
+    ]  # fmt: skip
+    for g in variants:
+        assert file_sha256(tmp_path / g.file) == g.sha256
+        assert g.plugins == plugin_ops(onnx.load(tmp_path / g.file))
+        native = loaded.graph(g.direction, g.precision)  # the default stays native
+        assert not native.plugins and (native.inputs, native.outputs) == (g.inputs, g.outputs)
+        assert ("irn::gaussian_z" in g.plugins) == (g.direction == "up")
+    assert loaded.precisions("up") == ["fp32", "fp16"]
+
+
+def test_add_plugin_variants_refuses_impossible_requests(tmp_path) -> None:
+    import dataclasses
+
+    from irn_trt.plugins.export_variants import add_plugin_variants, plugin_file_name
+
+    manifest = _model_dir(tmp_path)  # io uint8, z gaussian
+    with pytest.raises(PluginRewriteError, match="needs --z gaussian"):
+        add_plugin_variants(tmp_path, dataclasses.replace(manifest, z_policy="zero"), {"gaussian"})
+    with pytest.raises(PluginRewriteError, match="needs --io uint8"):
+        add_plugin_variants(tmp_path, dataclasses.replace(manifest, io="float32"), {"pack"})
+    assert not list(tmp_path.glob("*.plugins.onnx"))
+    assert plugin_file_name("up.fp16.onnx") == "up.fp16.plugins.onnx"
