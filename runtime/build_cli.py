@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .engine_cache import EngineCache, default_cache_dir
 from .errors import IRNError, cli_entry
-from .manifest import load_manifest
+from .manifest import GraphInfo, ModelManifest, load_manifest
 from .trt_plan import (
     DEFAULT_MAX_BATCH,
     default_hr_tile,
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="which graphs (default: both)",
     )
     p.add_argument(
+        "--plugins",
+        action="store_true",
+        help="build the plugin variants (irn-export --plugins) instead of the native graphs",
+    )
+    p.add_argument(
         "--tile", help="HR tile HxW the engines serve (default: irn-trt-run's for this model)"
     )
     p.add_argument(
@@ -90,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _plugin_graph(manifest: ModelManifest, direction: str, precision: str) -> GraphInfo:
+    for g in manifest.graphs:
+        if g.direction == direction and g.precision == precision and g.plugins:
+            return g
+    raise IRNError(
+        f"model {manifest.model} has no {direction}.{precision} plugin graph "
+        "(export it with irn-export --plugins)"
+    )
+
+
 @cli_entry(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -103,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise IRNError(f"--workspace-gb must be positive, got {args.workspace_gb}")
     directions = ["down", "up"] if args.direction == "both" else [args.direction]
     precisions = ["fp16", "fp32"] if args.precision == "both" else [args.precision]
-    graphs = [manifest.graph(d, p) for d in directions for p in precisions]
+    pick = _plugin_graph if args.plugins else ModelManifest.graph
+    graphs = [pick(manifest, d, p) for d in directions for p in precisions]
     # Plan everything (pure) before touching the GPU, so bad arguments fail fast anywhere.
     plans = []
     for g in graphs:
@@ -142,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary.append(
             {
                 "graph": graph.file,
+                "plugins": list(graph.plugins),
                 "built": built,
                 "seconds": round(seconds, 2),
                 "engine": str(path),

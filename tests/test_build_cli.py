@@ -44,6 +44,7 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
         (["--max-batch", "0"], "--max-batch must be at least 1"),
         (["--workspace-gb", "0"], "--workspace-gb must be positive"),
         (["--precision", "fp16"], "has no down.fp16 graph (has: down.fp32, up.fp32)"),
+        (["--plugins", "--precision", "fp32"], "no down.fp32 plugin graph (export it with"),
     ],
 )
 def test_bad_arguments_fail_in_one_line_before_any_gpu_work(

@@ -126,6 +126,15 @@ def engine_key(
     )
 
 
+def prepare_plugins(graph: GraphInfo) -> None:
+    """Plugin graphs (irn-export --plugins): register the irn::* TensorRT plugins they use
+    before TensorRT parses the graph or deserializes its engine (idempotent; no-op if none)."""
+    if graph.plugins:
+        from irn_trt.plugins import prepare_tensorrt_for
+
+        prepare_tensorrt_for(graph.plugins)
+
+
 def verified_graph_sha(model_dir: Path, graph: GraphInfo) -> str:
     """The graph file's SHA-256, refusing a file that differs from the manifest's record."""
     path = model_dir / graph.file
@@ -150,6 +159,7 @@ def ensure_engine(
 ) -> tuple[bytes, EngineKey, bool]:
     """(plan, key, built): the cached engine for this graph/GPU/profile, built on a miss."""
     trt = import_tensorrt()
+    prepare_plugins(graph)
     sha = verified_graph_sha(model_dir, graph)
     key = engine_key(manifest, graph, sha, trt.__version__, gpu, profiles, build)
     spec = BuildSpec(
@@ -211,12 +221,7 @@ class TensorRTBackend(Backend):
         if reason:
             raise IRNError(f"backend trt unavailable: {reason}")
         trt = import_tensorrt()
-        if self.graph.plugins:
-            # Plugin graphs (irn-export --plugins): register the irn::* definitions before
-            # TensorRT parses the graph or deserializes its engine.
-            from irn_trt.plugins import prepare_tensorrt_for
-
-            prepare_tensorrt_for(self.graph.plugins)
+        prepare_plugins(self.graph)  # before ensure_engine parses and we deserialize
         for issue in known_accuracy_issues(trt.__version__):
             self.warn(issue)
         self._cuda = CudaRuntime(self.device)
