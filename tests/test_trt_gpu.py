@@ -157,3 +157,39 @@ def test_onnxruntime_gpu_backends_match_cpu(toy, cache_dir, cls, provider, preci
     backend = cls(root, m, graph, BackendOptions(cache_dir=cache_dir, tile_hw=TILE, max_batch=2))
     feeds = feeds_for(graph, 2, TILE, 0)
     assert_close_uint8(backend.run(feeds), cpu_reference(root, graph.file, feeds), precision)
+
+
+# -- the real IRN x4 graphs (the exporter's random-weight model dir, shared fixture) ---------
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_real_irn_engines_match_onnxruntime_cpu(tmp_model_dir, set5_dir, tmp_path, precision):
+    """ORT-vs-TRT on the exported IRN graphs (guards against TensorRT issue 4813-like bugs)."""
+    from irn_trt.runtime.image_io import read_rgb
+    from irn_trt.runtime.metrics import psnr
+
+    root, m = tmp_model_dir.path, tmp_model_dir.manifest
+    tile = 128  # HR; a multiple of every scale's Haar levels
+    crops = []
+    for path in sorted(set5_dir.iterdir())[:2]:
+        img = read_rgb(path)
+        crops.append(img[:tile, :tile])
+    hr = np.stack(crops)  # (2, 128, 128, 3) uint8, real images
+    opts = BackendOptions(cache_dir=tmp_path, tile_hw=(tile, tile), max_batch=2)
+    down = TensorRTBackend(root, m, m.graph("down", precision), opts)
+    up = TensorRTBackend(root, m, m.graph("up", precision), opts)
+    try:
+        lr_ref = cpu_reference(root, m.graph("down", precision).file, {"hr": hr})
+        lr_trt = down.run({"hr": hr})
+        up_graph = m.graph("up", precision)
+        up_feeds = {"lr": lr_ref}
+        for extra in up_graph.inputs[1:]:  # z policy "input": zero latent
+            up_feeds[extra.name] = np.zeros((2, m.z_channels, *lr_ref.shape[1:3]), np.float32)
+        hr_ref = cpu_reference(root, up_graph.file, up_feeds)
+        hr_trt = up.run(up_feeds)
+    finally:
+        down.close()
+        up.close()
+    # FP32 engines agree with ONNX Runtime to rounding; FP16 ones to FP16 noise.
+    floor = 50.0 if precision == "fp32" else 40.0
+    assert psnr(lr_trt, lr_ref) >= floor
+    assert psnr(hr_trt, hr_ref) >= floor
