@@ -1,0 +1,281 @@
+"""``export_model``: a model -> a model directory (four ONNX graphs + manifest.json).
+
+The graphs are built in a temporary folder beside ``out_dir``, verified, and
+only then moved into place (each file atomically, the manifest last), so a
+failed or interrupted export leaves the previous model directory as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from irn_trt.runtime.errors import IRNError
+from irn_trt.runtime.manifest import (
+    MANIFEST_FILE,
+    GraphInfo,
+    ModelManifest,
+    TensorInfo,
+    file_sha256,
+    write_manifest,
+)
+from irn_trt.runtime.resize import modcrop
+from irn_trt.train.models import InvertibleRescaler
+from safetensors.torch import save as safetensors_save
+
+from .graphs import DownGraph, GraphSpec, IOKind, UpGraph, ZPolicy
+from .halo import measure_halo
+from .onnx_graph import OPSET, DynamicIO, ops_used, trace_to_onnx
+from .verify import Bounds, GraphSet, OrtGraph, measure_parity
+
+__all__ = ["PRECISIONS", "ExportOptions", "export_model", "build_graph", "weights_sha256"]
+
+PRECISIONS = ("fp32", "fp16")
+GRAPH_FILES = tuple(f"{d}.{p}.onnx" for d in ("down", "up") for p in PRECISIONS)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export. ``precisions``: a subset of ("fp32", "fp16")."""
+
+    precisions: tuple[str, ...] = PRECISIONS
+    io: IOKind = "uint8"
+    z_policy: ZPolicy = "zero"
+    temperature: float = 1.0
+    #: Keep the coupling's sigmoid/exp/scale/divide in FP32 inside FP16 graphs
+    #: (chosen by measurement, see the export notes in CHANGELOG/README).
+    coupling_fp32: bool = True
+
+    def validate(self) -> None:
+        if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
+            raise IRNError(
+                f"precisions must be a non-empty subset of {PRECISIONS}, got {self.precisions}"
+            )
+        if self.io not in ("uint8", "float32"):
+            raise IRNError(f"io must be uint8 or float32, got {self.io!r}")
+        if self.z_policy not in ("zero", "gaussian", "input"):
+            raise IRNError(f"z policy must be zero, gaussian or input, got {self.z_policy!r}")
+        if not np.isfinite(self.temperature) or self.temperature < 0:
+            raise IRNError(f"temperature must be a finite number >= 0, got {self.temperature}")
+
+
+def weights_sha256(model: InvertibleRescaler) -> str:
+    """SHA-256 of the model's weights serialized as safetensors (for models without a file)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return hashlib.sha256(safetensors_save(tensors)).hexdigest()
+
+
+def _image_dims(
+    io: str, batch: str, h: str, w: str
+) -> tuple[tuple[int | str, ...], str, dict[int, str]]:
+    """Shape, layout and dynamic axes of an image tensor."""
+    if io == "uint8":
+        return (batch, h, w, 3), "NHWC", {0: batch, 1: h, 2: w}
+    return (batch, 3, h, w), "NCHW", {0: batch, 2: h, 3: w}
+
+
+def build_graph(
+    model: InvertibleRescaler,
+    direction: str,
+    spec: GraphSpec,
+    z_policy: ZPolicy = "zero",
+    temperature: float = 1.0,
+) -> tuple[onnx.ModelProto, tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+    """Trace one graph; returns it with its input and output descriptions."""
+    s = model.scale
+    io_dtype = "uint8" if spec.io == "uint8" else "float32"
+    hr_shape, layout, hr_axes = _image_dims(spec.io, "N", "H", "W")
+    lr_shape, _, lr_axes = _image_dims(spec.io, "N", f"H/{s}", f"W/{s}")
+    hr_info = TensorInfo("hr", io_dtype, hr_shape, layout)
+    lr_info = TensorInfo("lr", io_dtype, lr_shape, layout)
+    # Trace at a size that is a multiple of the scale at every level, batch 1.
+    side = 2 * s
+
+    def example(shape: tuple[int | str, ...], size: int) -> torch.Tensor:
+        dims = [1 if d == "N" else (size if isinstance(d, str) else d) for d in shape]
+        if spec.io == "uint8":
+            return torch.full(dims, 128, dtype=torch.uint8)
+        return torch.full(dims, 0.5, dtype=torch.float32)
+
+    if direction == "down":
+        module = DownGraph(model, spec)
+        graph = trace_to_onnx(
+            module,
+            (example(hr_shape, side),),
+            [DynamicIO("hr", hr_axes)],
+            [DynamicIO("lr", lr_axes)],
+        )
+        return graph, (hr_info,), (lr_info,)
+    if direction != "up":
+        raise ValueError(f"direction must be down or up, got {direction!r}")
+    module = UpGraph(model, spec, z_policy, temperature)
+    inputs = [DynamicIO("lr", lr_axes)]
+    infos = [lr_info]
+    examples = [example(lr_shape, 2)]
+    if z_policy == "input":
+        zc = model.out_channels - model.in_channels
+        inputs.append(DynamicIO("z", {0: "N", 2: f"H/{s}", 3: f"W/{s}"}))
+        infos.append(TensorInfo("z", "float32", ("N", zc, f"H/{s}", f"W/{s}"), "NCHW"))
+        examples.append(torch.zeros(1, zc, 2, 2))
+    graph = trace_to_onnx(module, tuple(examples), inputs, [DynamicIO("hr", hr_axes)])
+    return graph, tuple(infos), (hr_info,)
+
+
+def _versions() -> dict[str, str]:
+    out = {"torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)}
+    for dist in ("onnxruntime", "onnxslim", "irn-trt"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def _prepare_out_dir(out_dir: Path) -> tuple[Path, bool]:
+    """Create ``out_dir`` and a private temporary folder in it; says if ``out_dir`` is new."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IRNError(f"output {out_dir} exists and is not a directory")
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".irn-export.", dir=out_dir))
+    except OSError as exc:
+        _remove_if_empty(out_dir, created)
+        raise IRNError(
+            f"cannot write to output directory {out_dir} ({exc.strerror or exc})"
+        ) from None
+    return tmp, created
+
+
+def _remove_if_empty(out_dir: Path, created: bool) -> None:
+    if created:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()
+
+
+def export_model(
+    model: InvertibleRescaler,
+    out_dir: str | os.PathLike[str],
+    *,
+    options: ExportOptions | None = None,
+    checkpoint_sha256: str | None = None,
+    verify_images: Sequence[tuple[str, np.ndarray]] = (),
+    bounds: Bounds | None = None,
+    progress: bool = False,
+) -> ModelManifest:
+    """Export ``model`` into ``out_dir``; returns the manifest written there.
+
+    ``verify_images`` are (name, HR uint8) images; when given, every graph is run in
+    ONNX Runtime and compared with PyTorch (see :mod:`.verify`), and the export
+    fails, leaving ``out_dir`` untouched, if a bound is broken. The numbers go into
+    the manifest's ``parity``. ``checkpoint_sha256`` defaults to the hash of the
+    weights themselves (for models that do not come from a checkpoint file).
+    """
+    from tqdm import tqdm
+
+    options = options or ExportOptions()
+    options.validate()
+    model = model.eval()
+    out_dir = Path(out_dir)
+    s = model.scale
+    images = [(name, modcrop(img, s)) for name, img in verify_images]
+    for name, img in images:
+        if img.shape[0] < s or img.shape[1] < s:
+            raise IRNError(f"verification image {name} is smaller than the scale {s}")
+    # fp32 graphs are always built: they are the reference of the fp16 parity checks.
+    build = ["fp32", *(p for p in options.precisions if p != "fp32")]
+    if not images:
+        build = list(options.precisions)
+    steps = [(d, p) for p in build for d in ("down", "up")]
+    tmp, created = _prepare_out_dir(out_dir)
+    done = False
+    try:
+        blobs: dict[tuple[str, str], bytes] = {}
+        infos: dict[
+            tuple[str, str], tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...], list[str]]
+        ] = {}
+        bar = tqdm(steps, desc=f"export {model.config.name}", unit="graph", disable=not progress)
+        for direction, precision in bar:
+            bar.set_postfix_str(f"{direction}.{precision}")
+            spec = GraphSpec(precision, options.io, options.coupling_fp32)  # type: ignore[arg-type]
+            graph, ins, outs = build_graph(
+                model, direction, spec, options.z_policy, options.temperature
+            )
+            blobs[(direction, precision)] = graph.SerializeToString()
+            infos[(direction, precision)] = (ins, outs, ops_used(graph))
+        bar.close()
+
+        parity: dict = {}
+        if images:
+
+            def session(d: str, p: str) -> OrtGraph | None:
+                blob = blobs.get((d, p))
+                return OrtGraph(blob, options.io) if blob is not None else None
+
+            graphs = GraphSet(
+                down_fp32=session("down", "fp32"),  # type: ignore[arg-type]
+                up_fp32=session("up", "fp32"),  # type: ignore[arg-type]
+                down_fp16=session("down", "fp16"),
+                up_fp16=session("up", "fp16"),
+            )
+            report = measure_parity(model, graphs, images, options.z_policy, bounds)
+            report.check()
+            parity = report.numbers
+
+        halo = measure_halo(model.config)
+        graph_infos = []
+        for direction in ("down", "up"):
+            for precision in options.precisions:
+                name = f"{direction}.{precision}.onnx"
+                path = tmp / name
+                path.write_bytes(blobs[(direction, precision)])
+                ins, outs, _ = infos[(direction, precision)]
+                graph_infos.append(
+                    GraphInfo(direction, precision, name, file_sha256(path), ins, outs)
+                )
+        parity["ops"] = {f"{d}.{p}": infos[(d, p)][2] for d, p in infos if p in options.precisions}
+        parity["halo_measured"] = {"down": halo.down, "up": halo.up}
+        parity["coupling_fp32_island"] = options.coupling_fp32
+        manifest = ModelManifest(
+            model=model.config.name,
+            scale=s,
+            architecture=model.config.to_dict(),
+            checkpoint_sha256=checkpoint_sha256 or weights_sha256(model),
+            io=options.io,
+            z_policy=options.z_policy,
+            z_channels=model.out_channels - model.in_channels,
+            temperature=float(options.temperature) if options.z_policy == "gaussian" else 0.0,
+            halo=halo.halo,
+            tile_multiple=s,
+            opset=OPSET,
+            versions=_versions(),
+            graphs=tuple(graph_infos),
+            parity=parity,
+        )
+        write_manifest(tmp, manifest)
+        for info in graph_infos:
+            os.replace(tmp / info.file, out_dir / info.file)
+        os.replace(tmp / MANIFEST_FILE, out_dir / MANIFEST_FILE)
+        # Graphs of a precision this export did not produce would not match the manifest.
+        for stale in set(GRAPH_FILES) - {g.file for g in graph_infos}:
+            (out_dir / stale).unlink(missing_ok=True)
+        done = True
+        return manifest
+    except OSError as exc:
+        raise IRNError(
+            f"cannot write the model directory {out_dir} ({exc.strerror or exc})"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            _remove_if_empty(out_dir, created)

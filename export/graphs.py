@@ -1,0 +1,226 @@
+"""Traceable ``down`` / ``up`` wrappers around an :class:`InvertibleRescaler`.
+
+The wrappers fold what a deployment needs into the graph: the uint8 <-> float
+conversion, the NHWC <-> NCHW layout change, the 8-bit quantiser of the LR and
+the clamp/round of the HR. They walk ``model.steps`` themselves (instead of
+``model.forward``) so that each step is written in ops TensorRT runs natively:
+Haar and IRN_LD become strided Conv / ConvTranspose, and the coupling's
+scale factor can be computed in an FP32 island inside an FP16 graph.
+
+Everything about precision is explicit in the traced code: an FP16 wrapper
+holds a half copy of the model and casts at its boundaries, so the exported
+graph is strongly typed (every tensor has one declared type, every change of
+type is a ``Cast`` node).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from irn_trt.train.models import InvertibleRescaler
+from irn_trt.train.modules import CouplingBlock, HaarDownsampling, LearnedDownsampling3
+from torch import nn
+
+__all__ = [
+    "IOKind",
+    "ZPolicy",
+    "PrecisionKind",
+    "GraphSpec",
+    "DownGraph",
+    "UpGraph",
+    "learned3_weights",
+]
+
+IOKind = Literal["uint8", "float32"]
+ZPolicy = Literal["zero", "gaussian", "input"]
+PrecisionKind = Literal["fp32", "fp16"]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """How one graph is built.
+
+    ``coupling_fp32`` keeps the coupling's sigmoid/exp/multiply/divide in FP32
+    inside an FP16 graph (ignored for FP32 graphs).
+    """
+
+    precision: PrecisionKind = "fp32"
+    io: IOKind = "uint8"
+    coupling_fp32: bool = True
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float16 if self.precision == "fp16" else torch.float32
+
+
+def learned3_weights(step: LearnedDownsampling3) -> tuple[torch.Tensor, torch.Tensor]:
+    """IRN_LD as a stride-3 Conv and its inverse as a stride-3 ConvTranspose.
+
+    Output channel ``k*C + c`` of the forward is ``sum_j M[k, j] * x[c, 3h+dy_j, 3w+dx_j]``
+    with ``j = 3*dy + dx`` (the module's raster order), i.e. a dense (9C, C, 3, 3)
+    kernel. The inverse uses the matrix inverse, precomputed in float64 so the
+    exported constant is as exact as the graph's precision allows.
+    """
+    c = step.channels
+    m = step.matrix.detach().to(torch.float64)
+    inv = torch.linalg.inv(m)
+    fwd = torch.zeros(9 * c, c, 3, 3, dtype=torch.float64)
+    bwd = torch.zeros(9 * c, c, 3, 3, dtype=torch.float64)
+    for k in range(9):
+        for ch in range(c):
+            fwd[k * c + ch, ch] = m[k].reshape(3, 3)
+            # ConvTranspose weight (Cin, Cout, kh, kw): input subband k spreads to pixel j.
+            bwd[k * c + ch, ch] = inv[:, k].reshape(3, 3)
+    return fwd, bwd
+
+
+class _Steps(nn.Module):
+    """The model's steps with the downsamplers' kernels precomputed for one dtype."""
+
+    def __init__(self, model: InvertibleRescaler, spec: GraphSpec) -> None:
+        super().__init__()
+        net = copy.deepcopy(model).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        net = net.to(spec.dtype)
+        self.spec = spec
+        self.in_channels = model.in_channels
+        self.z_channels = model.out_channels - model.in_channels
+        self.steps = net.steps
+        kinds: list[str] = []
+        for i, step in enumerate(model.steps):
+            if isinstance(step, HaarDownsampling):
+                # The /4 of the analysis is a power of two: folding it is exact.
+                self.register_buffer(f"fwd{i}", (step.weight * 0.25).to(spec.dtype))
+                self.register_buffer(f"bwd{i}", step.weight.clone().to(spec.dtype))
+                kinds.append("down2")
+            elif isinstance(step, LearnedDownsampling3):
+                fwd, bwd = learned3_weights(step)
+                self.register_buffer(f"fwd{i}", fwd.to(spec.dtype))
+                self.register_buffer(f"bwd{i}", bwd.to(spec.dtype))
+                kinds.append("down3")
+            elif isinstance(step, CouplingBlock):
+                kinds.append("coupling")
+            else:
+                raise TypeError(f"cannot export step {type(step).__name__}")
+        self.kinds = tuple(kinds)
+
+    def _log_scale(self, block: CouplingBlock, y1: torch.Tensor) -> torch.Tensor:
+        h = block.h(y1)
+        if self.spec.coupling_fp32:
+            h = h.float()
+        return block.clamp * (torch.sigmoid(h) * 2.0 - 1.0)
+
+    def _coupling_forward(self, block: CouplingBlock, x: torch.Tensor) -> torch.Tensor:
+        s = block.split
+        x1, x2 = x[:, :s], x[:, s:]
+        y1 = x1 + block.f(x2)
+        scale = torch.exp(self._log_scale(block, y1))
+        if self.spec.coupling_fp32:
+            y2 = (x2.float() * scale).to(x.dtype) + block.g(y1)
+        else:
+            y2 = x2 * scale + block.g(y1)
+        return torch.cat((y1, y2), dim=1)
+
+    def _coupling_inverse(self, block: CouplingBlock, y: torch.Tensor) -> torch.Tensor:
+        s = block.split
+        y1, y2 = y[:, :s], y[:, s:]
+        scale = torch.exp(self._log_scale(block, y1))
+        if self.spec.coupling_fp32:
+            x2 = ((y2 - block.g(y1)).float() / scale).to(y.dtype)
+        else:
+            x2 = (y2 - block.g(y1)) / scale
+        x1 = y1 - block.f(x2)
+        return torch.cat((x1, x2), dim=1)
+
+    def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (kind, step) in enumerate(zip(self.kinds, self.steps, strict=True)):
+            if kind == "coupling":
+                x = self._coupling_forward(step, x)
+            else:
+                stride = 2 if kind == "down2" else 3
+                x = F.conv2d(x, getattr(self, f"fwd{i}"), stride=stride)
+        return x
+
+    def inverse_steps(self, x: torch.Tensor) -> torch.Tensor:
+        for i in reversed(range(len(self.kinds))):
+            kind, step = self.kinds[i], self.steps[i]
+            if kind == "coupling":
+                x = self._coupling_inverse(step, x)
+            else:
+                stride = 2 if kind == "down2" else 3
+                x = F.conv_transpose2d(x, getattr(self, f"bwd{i}"), stride=stride)
+        return x
+
+
+def _image_in(x: torch.Tensor, spec: GraphSpec) -> torch.Tensor:
+    """Graph input -> NCHW float in [0, 1] of the graph's dtype (normalisation in FP32)."""
+    if spec.io == "uint8":
+        # Cast before Transpose: TensorRT only lets uint8 tensors meet a Cast.
+        x = x.to(torch.float32).permute(0, 3, 1, 2) / 255.0
+    return x.to(spec.dtype) if spec.dtype != torch.float32 else x
+
+
+def _image_out(x: torch.Tensor, spec: GraphSpec) -> torch.Tensor:
+    """NCHW float -> 8-bit levels (clamp, x255, round in FP32) in the graph's output format."""
+    levels = torch.round(torch.clamp(x.float(), 0.0, 1.0) * 255.0)
+    if spec.io == "uint8":
+        return levels.permute(0, 2, 3, 1).to(torch.uint8)
+    return levels / 255.0
+
+
+class DownGraph(nn.Module):
+    """HR image -> quantised LR image (IRN forward; the latent is dropped)."""
+
+    def __init__(self, model: InvertibleRescaler, spec: GraphSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.net = _Steps(model, spec)
+
+    def forward(self, hr: torch.Tensor) -> torch.Tensor:
+        out = self.net.forward_steps(_image_in(hr, self.spec))
+        return _image_out(out[:, : self.net.in_channels], self.spec)
+
+
+class UpGraph(nn.Module):
+    """LR image (+ z for the ``input`` policy) -> HR image (IRN inverse, clamped and rounded).
+
+    ``zero`` builds z = 0 from the LR's shape inside the graph; ``gaussian``
+    samples N(0, 1) * ``temperature`` inside the graph (RandomNormalLike, FP32);
+    ``input`` takes an FP32 NCHW z as a second input.
+    """
+
+    def __init__(
+        self,
+        model: InvertibleRescaler,
+        spec: GraphSpec,
+        z_policy: ZPolicy = "zero",
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.z_policy = z_policy
+        self.temperature = float(temperature)
+        self.net = _Steps(model, spec)
+
+    def _latent(self, lr: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        if self.z_policy == "input":
+            if z is None:
+                raise ValueError("the 'input' z policy needs z")
+            return z.to(self.spec.dtype) if self.spec.dtype != torch.float32 else z
+        # ConstantOfShape is FP32-only in TensorRT's parser: make z in FP32, then cast.
+        zeros = lr.new_zeros(
+            (lr.shape[0], self.net.z_channels, lr.shape[2], lr.shape[3]), dtype=torch.float32
+        )
+        if self.z_policy == "gaussian":
+            zeros = torch.randn_like(zeros) * self.temperature
+        return zeros.to(self.spec.dtype) if self.spec.dtype != torch.float32 else zeros
+
+    def forward(self, lr: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        y = _image_in(lr, self.spec)
+        out = self.net.inverse_steps(torch.cat((y, self._latent(y, z)), dim=1))
+        return _image_out(out, self.spec)
