@@ -107,8 +107,14 @@ class ModelManifest:
                 precision=g["precision"],
                 file=g["file"],
                 sha256=g["sha256"],
-                inputs=tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"]) for t in g["inputs"]),
-                outputs=tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"]) for t in g["outputs"]),
+                inputs=tuple(
+                    TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"])
+                    for t in g["inputs"]
+                ),
+                outputs=tuple(
+                    TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"])
+                    for t in g["outputs"]
+                ),
                 plugins=tuple(g.get("plugins", ())),
             )
             for g in d["graphs"]

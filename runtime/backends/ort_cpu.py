@@ -1,0 +1,46 @@
+"""``ort-cpu``: ONNX Runtime on the CPU, the universal fallback (always installed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IRNError
+from .base import Backend
+
+__all__ = ["OrtCpuBackend"]
+
+
+class OrtCpuBackend(Backend):
+    name = "ort-cpu"
+
+    @classmethod
+    def probe(cls) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed"
+        return None
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        if self.options.inference_precision not in (None, self.graph.precision):
+            raise IRNError(
+                f"ort-cpu cannot run {self.graph.precision} graphs in "
+                f"{self.options.inference_precision}"
+            )
+        so = ort.SessionOptions()
+        if self.options.threads:
+            so.intra_op_num_threads = self.options.threads
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.graph_path), sess_options=so, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise IRNError(f"ort-cpu cannot load {self.graph_path}: {msg}") from None
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self._session.run(None, feeds)[0]

@@ -1,0 +1,85 @@
+"""``ov-cpu``: OpenVINO on the CPU, FP32 or BF16 (inference precision hint).
+
+The fastest CPU path measured here (IRN x4 down, 960x544, 2 threads: ORT CPU
+3.6 s, OpenVINO FP32 1.9 s, OpenVINO BF16 1.0 s). BF16 needs a CPU that
+OpenVINO reports as BF16-capable (AVX512-BF16 or AMX).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import IRNError
+from .base import Backend
+
+__all__ = ["OvCpuBackend", "cpu_supports_bf16"]
+
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin lists BF16 among its optimisation capabilities."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # no OpenVINO, or no CPU plugin: no BF16
+        return False
+
+
+class OvCpuBackend(Backend):
+    name = "ov-cpu"
+
+    @classmethod
+    def probe(cls) -> str | None:
+        try:
+            import openvino as ov
+        except ImportError:
+            return "openvino is not installed (pip install irn-trt[openvino])"
+        try:
+            if "CPU" not in ov.Core().available_devices:
+                return "OpenVINO has no CPU device"
+        except Exception as exc:  # plugin loading errors surface here
+            return f"OpenVINO CPU plugin unusable ({type(exc).__name__})"
+        return None
+
+    def _load(self) -> None:
+        import openvino as ov
+
+        precision = self.options.inference_precision or self.graph.precision
+        if precision not in _HINTS:
+            raise IRNError(f"ov-cpu has no {precision} inference precision")
+        if precision == "bf16" and not cpu_supports_bf16():
+            raise IRNError("ov-cpu: this CPU has no BF16 support (use --precision fp32)")
+        config: dict[str, str] = {
+            # Always explicit: on AMX CPUs OpenVINO would otherwise pick BF16 by itself.
+            "INFERENCE_PRECISION_HINT": _HINTS[precision] if precision != "fp16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if self.options.threads:
+            config["INFERENCE_NUM_THREADS"] = str(self.options.threads)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.graph_path))
+            self._compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise IRNError(f"ov-cpu cannot load {self.graph_path}: {msg}") from None
+        self._request = self._compiled.create_infer_request()
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        result = self._request.infer(feeds)
+        return np.asarray(result[self._compiled.output(0)]).copy()
+
+
+#: BF16 becomes ov-cpu's default only if its Set5 round trip stays within 0.1 dB of
+#: FP32. Measured with the partially trained irn_x4 checkpoint (runs/irn_x4, z = 0,
+#: full Set5, mod-crop, border 4): FP32 28.3802 dB (= irn-eval 28.3802), BF16
+#: 28.3607 dB, -0.020 dB. Re-measure for other weights with
+#: ``irn-bench --configs ov-cpu:fp32,ov-cpu:bf16 --quality ../shared/data/eval/Set5``.
+BF16_WITHIN_QUALITY_BOUND = True
+
+
+def bf16_by_default() -> bool:
+    """Whether ``auto`` precision on ov-cpu means BF16 here (quality bound met and CPU support)."""
+    return BF16_WITHIN_QUALITY_BOUND and cpu_supports_bf16()

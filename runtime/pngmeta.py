@@ -1,0 +1,109 @@
+"""What an irn-trt LR PNG carries in its text chunks, so ``up`` can undo ``down``.
+
+``down`` pads HR sizes that are not multiples of the scale; the original size
+is stored here and ``up`` crops back to it. The model name and checkpoint hash
+let ``up`` refuse an LR made by a different model (IRN's LR is only invertible
+by the network that made it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from PIL.PngImagePlugin import PngInfo
+
+from .errors import IRNError
+from .manifest import ModelManifest
+
+__all__ = ["LRMetadata", "KEY_PREFIX"]
+
+KEY_PREFIX = "irn-trt:"
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_KINDS = ("rgb", "gray", "palette")
+
+
+@dataclass(frozen=True)
+class LRMetadata:
+    model: str
+    checkpoint_sha256: str
+    scale: int
+    original_size: tuple[int, int]  # (width, height) of the HR input
+    kind: str = "rgb"  # colour kind of the HR input, restored by ``up``
+    alpha: bool = False  # the LR's alpha channel was resized bicubically, not by IRN
+
+    @classmethod
+    def for_model(
+        cls, manifest: ModelManifest, original_size: tuple[int, int], kind: str, alpha: bool
+    ) -> LRMetadata:
+        return cls(
+            manifest.model, manifest.checkpoint_sha256, manifest.scale, original_size, kind, alpha
+        )
+
+    def to_text(self) -> dict[str, str]:
+        w, h = self.original_size
+        return {
+            f"{KEY_PREFIX}model": self.model,
+            f"{KEY_PREFIX}checkpoint-sha256": self.checkpoint_sha256,
+            f"{KEY_PREFIX}scale": str(self.scale),
+            f"{KEY_PREFIX}original-size": f"{w}x{h}",
+            f"{KEY_PREFIX}kind": self.kind,
+            f"{KEY_PREFIX}alpha": "bicubic" if self.alpha else "none",
+        }
+
+    def to_pnginfo(self) -> PngInfo:
+        info = PngInfo()
+        for k, v in self.to_text().items():
+            info.add_text(k, v)
+        return info
+
+    @classmethod
+    def from_text(cls, text: dict[str, str], source: str = "image") -> LRMetadata | None:
+        """Parse the chunks; ``None`` if the image has no irn-trt metadata at all."""
+        ours = {k[len(KEY_PREFIX) :]: v for k, v in text.items() if k.startswith(KEY_PREFIX)}
+        if not ours:
+            return None
+        try:
+            m = _SIZE.match(ours["original-size"])
+            if m is None:
+                raise ValueError(f"original-size {ours['original-size']!r}")
+            kind = ours.get("kind", "rgb")
+            if kind not in _KINDS:
+                raise ValueError(f"kind {kind!r}")
+            meta = cls(
+                model=ours["model"],
+                checkpoint_sha256=ours["checkpoint-sha256"],
+                scale=int(ours["scale"]),
+                original_size=(int(m.group(1)), int(m.group(2))),
+                kind=kind,
+                alpha=ours.get("alpha", "none") != "none",
+            )
+        except (KeyError, ValueError) as exc:
+            raise IRNError(f"{source}: damaged irn-trt metadata ({exc})") from None
+        if meta.scale < 1 or min(meta.original_size) < 1:
+            raise IRNError(f"{source}: damaged irn-trt metadata (scale/size out of range)")
+        return meta
+
+    def check_model(self, manifest: ModelManifest, source: str = "image") -> None:
+        """Refuse an LR made by another model: IRN's LR only inverts with its own network."""
+        if (self.model, self.checkpoint_sha256, self.scale) != (
+            manifest.model,
+            manifest.checkpoint_sha256,
+            manifest.scale,
+        ):
+            raise IRNError(
+                f"{source} was downscaled by {self.model} x{self.scale} (checkpoint "
+                f"{self.checkpoint_sha256[:12]}), but the model directory holds {manifest.model} "
+                f"x{manifest.scale} (checkpoint {manifest.checkpoint_sha256[:12]}); "
+                f"use the model directory that made it (--model-dir)"
+            )
+
+    def check_lr_size(self, lr_size: tuple[int, int], source: str = "image") -> None:
+        """The LR must be the padded original divided by the scale."""
+        w, h = self.original_size
+        want = (-(-w // self.scale), -(-h // self.scale))
+        if tuple(lr_size) != want:
+            raise IRNError(
+                f"{source} is {lr_size[0]}x{lr_size[1]} but its metadata says it was made from "
+                f"{w}x{h} at x{self.scale} (expected {want[0]}x{want[1]}); was it resized?"
+            )

@@ -1,0 +1,205 @@
+"""One tiling engine for every backend: fixed tile shape, overlap, crop-stitch.
+
+The plan is made in LR pixels, so HR offsets and sizes are always multiples of
+the scale (Haar/IRN_LD need that) for both directions. Every tile has the same
+shape: along an axis longer than the tile, the last tile is shifted back inside
+the image instead of shrinking (one static engine shape serves all tiles).
+Each tile keeps only its centre; the ``overlap`` (>= the model's receptive-field
+radius, the manifest's ``halo``) is cropped away, so no blending is needed and
+the result equals an untiled run up to floating-point noise.
+
+Only the output image is allocated at full size; tiles are streamed, so the
+backend's working memory is bounded by the tile size, not the image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import IRNError
+
+__all__ = [
+    "AxisSpan",
+    "Tile",
+    "TilePlan",
+    "TileConfig",
+    "plan_axis",
+    "plan_tiles",
+    "pad_to_multiple",
+    "run_tiled",
+]
+
+
+@dataclass(frozen=True)
+class AxisSpan:
+    """One tile along one axis, in LR pixels: read [start, start+size), keep [keep0, keep1)."""
+
+    start: int
+    size: int
+    keep0: int
+    keep1: int
+
+
+def plan_axis(length: int, tile: int, overlap: int) -> list[AxisSpan]:
+    """Tiles of fixed ``tile`` size covering ``[0, length)``; kept parts partition the axis.
+
+    An axis no longer than the tile is one tile of the axis length (the caller
+    pads first where a backend needs the exact tile shape).
+    """
+    if length <= 0:
+        raise ValueError(f"axis length must be positive, got {length}")
+    if length <= tile:
+        return [AxisSpan(0, length, 0, length)]
+    step = tile - 2 * overlap
+    if step <= 0:
+        raise IRNError(f"tile {tile} is too small for overlap {overlap} (need tile > 2*overlap)")
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(min(starts[-1] + step, length - tile))
+    spans = []
+    keep0 = 0
+    for i, s in enumerate(starts):
+        keep1 = length if i == len(starts) - 1 else s + tile - overlap
+        spans.append(AxisSpan(s, tile, keep0, keep1))
+        keep0 = keep1
+    return spans
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile in LR pixels (rows ``y``, columns ``x``)."""
+
+    y: AxisSpan
+    x: AxisSpan
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    lr_h: int
+    lr_w: int
+    tiles: tuple[Tile, ...]
+
+    @property
+    def tile_hw(self) -> tuple[int, int]:
+        """Shape (LR pixels) shared by every tile."""
+        return self.tiles[0].y.size, self.tiles[0].x.size
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+
+def plan_tiles(lr_h: int, lr_w: int, tile: int | None, overlap: int) -> TilePlan:
+    """Plan an ``lr_h`` x ``lr_w`` (LR pixels) image; ``tile=None`` means one whole-image tile."""
+    if tile is None:
+        tile = max(lr_h, lr_w)
+    ys = plan_axis(lr_h, tile, overlap)
+    xs = plan_axis(lr_w, tile, overlap)
+    return TilePlan(lr_h, lr_w, tuple(Tile(y, x) for y in ys for x in xs))
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Tiling settings in LR pixels (``tile=None``: whole images)."""
+
+    tile: int | None
+    overlap: int
+    batch: int = 1
+    pad_to_tile: bool = False  # pad images smaller than the tile up to it (static shapes)
+
+    def __post_init__(self) -> None:
+        if self.tile is not None and self.tile < 1:
+            raise IRNError(f"tile must be positive, got {self.tile}")
+        if self.overlap < 0:
+            raise IRNError(f"overlap must be >= 0, got {self.overlap}")
+        if self.tile is not None and self.tile <= 2 * self.overlap:
+            raise IRNError(
+                f"tile ({self.tile} LR px) must be larger than twice the overlap "
+                f"({self.overlap} LR px)"
+            )
+
+
+def pad_to_multiple(img: np.ndarray, multiple_h: int, multiple_w: int) -> np.ndarray:
+    """Edge-pad an HWC image at the bottom/right so H, W are multiples (no copy if already)."""
+    h, w = img.shape[:2]
+    ph, pw = (-h) % multiple_h, (-w) % multiple_w
+    if ph == 0 and pw == 0:
+        return img
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
+
+
+def _batches(tiles: tuple[Tile, ...], batch: int) -> Iterator[tuple[Tile, ...]]:
+    for i in range(0, len(tiles), batch):
+        yield tiles[i : i + batch]
+
+
+def run_tiled(
+    image: np.ndarray,
+    run_batch: Callable[[np.ndarray], np.ndarray],
+    in_per_lr: int,
+    out_per_lr: int,
+    config: TileConfig,
+    on_tile: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Run ``run_batch`` over tiles of an HWC ``image`` and stitch the kept parts.
+
+    ``in_per_lr`` / ``out_per_lr`` are the input / output pixels per LR pixel
+    (down: scale / 1; up: 1 / scale); the image's H and W must be multiples of
+    ``in_per_lr``. ``run_batch`` maps (B, h, w, C) to (B, h', w', C') with
+    h' = h / in_per_lr * out_per_lr. ``on_tile(n)`` reports progress.
+    """
+    h, w = image.shape[:2]
+    if h % in_per_lr or w % in_per_lr:
+        raise ValueError(f"image {w}x{h} is not a multiple of {in_per_lr}")
+    lr_h, lr_w = h // in_per_lr, w // in_per_lr
+    src = image
+    if (
+        config.pad_to_tile
+        and config.tile is not None
+        and (lr_h < config.tile or lr_w < config.tile)
+    ):
+        # Small images: pad to the tile so the backend always sees the one tile shape.
+        src = np.pad(
+            image,
+            (
+                (0, max(0, config.tile - lr_h) * in_per_lr),
+                (0, max(0, config.tile - lr_w) * in_per_lr),
+                (0, 0),
+            ),
+            mode="edge",
+        )
+    plan = plan_tiles(
+        src.shape[0] // in_per_lr, src.shape[1] // in_per_lr, config.tile, config.overlap
+    )
+    out: np.ndarray | None = None
+    for group in _batches(plan.tiles, max(1, config.batch)):
+        stack = np.stack(
+            [
+                src[
+                    t.y.start * in_per_lr : (t.y.start + t.y.size) * in_per_lr,
+                    t.x.start * in_per_lr : (t.x.start + t.x.size) * in_per_lr,
+                ]
+                for t in group
+            ]
+        )
+        res = run_batch(stack)
+        if res.shape[0] != len(group):
+            raise RuntimeError(f"backend returned {res.shape[0]} tiles for {len(group)}")
+        if out is None:
+            out = np.empty((lr_h * out_per_lr, lr_w * out_per_lr, res.shape[3]), dtype=res.dtype)
+        for t, r in zip(group, res, strict=True):
+            # Kept region, clipped to the unpadded image.
+            y0, y1 = t.y.keep0, min(t.y.keep1, lr_h)
+            x0, x1 = t.x.keep0, min(t.x.keep1, lr_w)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            out[y0 * out_per_lr : y1 * out_per_lr, x0 * out_per_lr : x1 * out_per_lr] = r[
+                (y0 - t.y.start) * out_per_lr : (y1 - t.y.start) * out_per_lr,
+                (x0 - t.x.start) * out_per_lr : (x1 - t.x.start) * out_per_lr,
+            ]
+        if on_tile is not None:
+            on_tile(len(group))
+    assert out is not None
+    return out
