@@ -19,7 +19,7 @@ from irn_trt.runtime.manifest import GraphInfo, ModelManifest, file_sha256
 
 from .onnx_rewrite import PluginRewriteError, apply_plugins, plugin_ops
 
-__all__ = ["plugin_file_name", "families_for", "add_plugin_variants"]
+__all__ = ["plugin_file_name", "check_plugin_request", "families_for", "add_plugin_variants"]
 
 
 def plugin_file_name(native_file: str) -> str:
@@ -28,24 +28,41 @@ def plugin_file_name(native_file: str) -> str:
     return f"{stem}.plugins.onnx"
 
 
-def families_for(manifest: ModelManifest, direction: str, plugins: Iterable[str]) -> set[str]:
-    """The requested families that apply to one direction; one-line errors for impossible ones.
+def check_plugin_request(
+    plugins: Iterable[str], io: str, z_policy: str, has_haar: bool = True
+) -> None:
+    """One-line errors for plugin requests an export cannot satisfy (checked before exporting).
 
-    ``gaussian`` samples z, so it only concerns the up graph and needs ``--z gaussian``;
-    ``pack`` converts uint8 images, so it needs ``--io uint8``.
+    ``gaussian`` samples z, so it needs ``--z gaussian``; ``pack`` converts uint8
+    images, so it needs ``--io uint8``; ``haar`` needs a model with Haar levels
+    (IRN_LD x3 has none).
     """
     wanted = set(plugins)
-    if "gaussian" in wanted and manifest.z_policy != "gaussian":
+    if "gaussian" in wanted and z_policy != "gaussian":
         raise PluginRewriteError(
-            f"--plugins gaussian needs --z gaussian (this export uses --z {manifest.z_policy})"
+            f"--plugins gaussian needs --z gaussian (this export uses --z {z_policy})"
         )
-    if "pack" in wanted and manifest.io != "uint8":
-        raise PluginRewriteError(
-            f"--plugins pack needs --io uint8 (this export uses {manifest.io})"
-        )
+    if "pack" in wanted and io != "uint8":
+        raise PluginRewriteError(f"--plugins pack needs --io uint8 (this export uses {io})")
+    if "haar" in wanted and not has_haar:
+        raise PluginRewriteError("--plugins haar needs a model with Haar levels (not IRN_LD x3)")
+
+
+def families_for(manifest: ModelManifest, direction: str, plugins: Iterable[str]) -> set[str]:
+    """The requested families that apply to one direction (``gaussian``: up graphs only)."""
+    wanted = set(plugins)
+    has_haar = _has_haar(manifest.architecture)
+    check_plugin_request(wanted, manifest.io, manifest.z_policy, has_haar=has_haar)
     if direction == "down":
         wanted.discard("gaussian")
     return wanted
+
+
+def _has_haar(architecture: dict) -> bool:
+    stages = architecture.get("stages")
+    if not stages:  # unknown architecture: let the graph rewrite decide
+        return True
+    return any(st.get("downsampler") == "haar" for st in stages)
 
 
 def add_plugin_variants(

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-export --scale 4                      # weights/irn_x4 -> build/irn_x4/\n"
         "  irn-export --checkpoint runs/irn_x4/best --out build/irn_x4\n"
         "  irn-export --model irn_e_x4 --random-init --precision fp32 --out /tmp/e4\n"
-        "  irn-export --scale 4 --io float32 --z gaussian --temperature 0.8",
+        "  irn-export --scale 4 --io float32 --z gaussian --temperature 0.8\n"
+        "  irn-export --scale 4 --z gaussian --plugins haar,pack,gaussian --plugin-seed 7",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--scale", type=int, help="2, 3, 4 or 8 (default 4, or the --model's)")
@@ -164,8 +165,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=256,
         help="centre-crop verification images to at most this size (0: whole images; default 256)",
     )
+    p.add_argument(
+        "--plugins",
+        type=_plugin_list,
+        help="also write TensorRT plugin variants (<graph>.plugins.onnx) using these irn::* "
+        "plugins: comma list of haar, pack, gaussian (e.g. haar,pack); native graphs stay "
+        "the default",
+    )
+    p.add_argument(
+        "--plugin-seed",
+        type=int,
+        default=0,
+        help="seed baked into the gaussian_z plugin (0 <= seed < 2^31, default 0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
+
+
+def _plugin_list(text: str) -> frozenset[str]:
+    from irn_trt.plugins.onnx_rewrite import parse_plugin_list
+
+    try:
+        return parse_plugin_list(text)
+    except IRNError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _summary(manifest_parity: dict) -> str:
@@ -190,6 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         precisions=precisions, io=args.io, z_policy=args.z, temperature=args.temperature
     )
     options.validate()
+    if args.plugins:
+        from irn_trt.plugins.export_variants import check_plugin_request
+
+        stages = get_config(name).stages
+        has_haar = any(st.downsampler == "haar" for st in stages)
+        check_plugin_request(args.plugins, args.io, args.z, has_haar=has_haar)
     model, sha = _load(args, name)
     out = Path(args.out) if args.out else Path("build") / model.config.name
     images = _verify_images(args.verify_image, args.verify_size, args.quiet) if args.verify else []
@@ -201,6 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         verify_images=images,
         progress=not args.quiet,
     )
+    if args.plugins:
+        from irn_trt.plugins.export_variants import add_plugin_variants
+        from irn_trt.runtime.manifest import write_manifest
+
+        manifest = add_plugin_variants(out, manifest, args.plugins, seed=args.plugin_seed)
+        write_manifest(out, manifest)
     if not args.quiet:
         files = ", ".join(g.file for g in manifest.graphs)
         print(f"wrote {out}/: {files}, manifest.json (halo {manifest.halo} LR px)")
