@@ -12,9 +12,16 @@ serialise them for AOT plugins.
 ``tensorrt`` and ``triton`` are imported only inside :func:`register_plugins`
 and the implementations, so importing this module is free everywhere
 (including the torch-free runtime).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: ``tensorrt.plugin`` validates the
+decorated functions' annotations as objects (``issubclass(ann, TensorDesc)``,
+``typing.get_origin(ann) is tuple``), which string annotations would break.
+Its rules: ``register`` annotates every argument and returns ``TensorDesc``;
+``autotune`` takes (tensors, attributes, ``outputs``) and returns
+``list[AutoTuneCombination]``; ``aot_impl`` takes (tensors, attributes,
+``outputs``, ``tactic``) and must declare its return type
+``tuple[str | bytes, str | bytes, KernelLaunchParams, SymIntExprs]``.
+"""
 
 import functools
 from typing import Any
@@ -47,11 +54,11 @@ def _dtype_name(trt: Any, dtype: Any) -> str:
     raise ValueError(f"irn plugins support float32/float16 tensors, got {dtype}")
 
 
-def _aot_result(trtp: Any, spec: Any, grid_x: Any, scalars: list[Any]) -> tuple:
-    """Compile ``spec`` for this GPU and package it the way ``aot_impl`` returns it."""
+def _aot_result(trtp: Any, spec: Any, arch: int | None, grid_x: Any, scalars: list) -> tuple:
+    """Compile ``spec`` (for ``sm_<arch>``, None: this GPU) and package it for ``aot_impl``."""
     from .aot import compile_kernel
 
-    kernel = compile_kernel(spec)
+    kernel = compile_kernel(spec, arch)
     launch = trtp.KernelLaunchParams()
     launch.grid_x = grid_x
     launch.block_x = kernel.threads
@@ -61,11 +68,12 @@ def _aot_result(trtp: Any, spec: Any, grid_x: Any, scalars: list[Any]) -> tuple:
 
 
 @functools.cache
-def register_plugins() -> tuple[str, ...]:
+def register_plugins(arch: int | None = None) -> tuple:
     """Register all ``irn::*`` plugins with TensorRT (idempotent); returns their ids.
 
-    Raises ImportError when ``tensorrt.plugin`` is unavailable (check
-    :func:`tensorrt_plugin_api_reason` first for a friendly message).
+    ``arch`` pins the PTX target (e.g. 80); None compiles for the GPU the
+    engine is built on. Raises ImportError when ``tensorrt.plugin`` is
+    unavailable (check :func:`tensorrt_plugin_api_reason` first).
     """
     import numpy as np
     import tensorrt as trt  # type: ignore[import-not-found]
@@ -75,6 +83,10 @@ def register_plugins() -> tuple[str, ...]:
     from .geometry import ELEMENTWISE_BLOCK, HaarGeometry
 
     float_io = "FP32|FP16, FP32|FP16"
+    # Annotation types tensorrt.plugin checks (see the module docstring).
+    Outputs = tuple[trtp.TensorDesc]
+    Combinations = list[trtp.AutoTuneCombination]
+    AotResult = tuple[bytes, bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]
 
     # ---- irn::haar_down / irn::haar_up -------------------------------------------
 
@@ -86,16 +98,16 @@ def register_plugins() -> tuple[str, ...]:
         return trtp.from_shape_expr(shape, dtype=x.dtype)
 
     @trtp.autotune("irn::haar_down")
-    def haar_down_tune(x: trtp.TensorDesc, outputs: tuple) -> list:
+    def haar_down_tune(x: trtp.TensorDesc, outputs: Outputs) -> Combinations:
         return [trtp.AutoTuneCombination(float_io)]
 
     @trtp.aot_impl("irn::haar_down")
-    def haar_down_aot(x: trtp.TensorDesc, levels: int, outputs: tuple, tactic: int) -> tuple:
+    def haar_down_aot(x: trtp.TensorDesc, levels: int, outputs: Outputs, tactic: int) -> AotResult:
         geo = HaarGeometry(levels)
         n, c, hh, ww = (x.shape_expr[i] for i in range(4))
         blocks = outputs[0].shape_expr.numel() // geo.subbands
         spec = aot.haar_down_spec(levels, _dtype_name(trt, x.dtype))
-        return _aot_result(trtp, spec, trtp.cdiv(blocks, geo.block_positions), [n, c, hh, ww])
+        return _aot_result(trtp, spec, arch, trtp.cdiv(blocks, geo.block_positions), [n, c, hh, ww])
 
     @trtp.register("irn::haar_up")
     def haar_up_desc(y: trtp.TensorDesc, levels: int) -> trtp.TensorDesc:
@@ -105,17 +117,17 @@ def register_plugins() -> tuple[str, ...]:
         return trtp.from_shape_expr(shape, dtype=y.dtype)
 
     @trtp.autotune("irn::haar_up")
-    def haar_up_tune(y: trtp.TensorDesc, outputs: tuple) -> list:
+    def haar_up_tune(y: trtp.TensorDesc, outputs: Outputs) -> Combinations:
         return [trtp.AutoTuneCombination(float_io)]
 
     @trtp.aot_impl("irn::haar_up")
-    def haar_up_aot(y: trtp.TensorDesc, levels: int, outputs: tuple, tactic: int) -> tuple:
+    def haar_up_aot(y: trtp.TensorDesc, levels: int, outputs: Outputs, tactic: int) -> AotResult:
         geo = HaarGeometry(levels)
         n, kc, h, w = (y.shape_expr[i] for i in range(4))
         c = kc // geo.subbands
         blocks = y.shape_expr.numel() // geo.subbands
         spec = aot.haar_up_spec(levels, _dtype_name(trt, y.dtype))
-        return _aot_result(trtp, spec, trtp.cdiv(blocks, geo.block_positions), [n, c, h, w])
+        return _aot_result(trtp, spec, arch, trtp.cdiv(blocks, geo.block_positions), [n, c, h, w])
 
     # ---- irn::pack_rgb8 / irn::unpack_rgb8 ----------------------------------------
 
@@ -125,16 +137,16 @@ def register_plugins() -> tuple[str, ...]:
         return trtp.from_shape_expr((s[0], s[2], s[3], s[1]), dtype=trt.uint8)
 
     @trtp.autotune("irn::pack_rgb8")
-    def pack_tune(x: trtp.TensorDesc, outputs: tuple) -> list:
+    def pack_tune(x: trtp.TensorDesc, outputs: Outputs) -> Combinations:
         return [trtp.AutoTuneCombination("FP32, UINT8"), trtp.AutoTuneCombination("FP16, UINT8")]
 
     @trtp.aot_impl("irn::pack_rgb8")
-    def pack_aot(x: trtp.TensorDesc, outputs: tuple, tactic: int) -> tuple:
+    def pack_aot(x: trtp.TensorDesc, outputs: Outputs, tactic: int) -> AotResult:
         s = x.shape_expr
         total = s.numel()
         spec = aot.pack_rgb8_spec(_dtype_name(trt, x.dtype))
         grid = trtp.cdiv(total, ELEMENTWISE_BLOCK)
-        return _aot_result(trtp, spec, grid, [s[1], s[2] * s[3], total])
+        return _aot_result(trtp, spec, arch, grid, [s[1], s[2] * s[3], total])
 
     @trtp.register("irn::unpack_rgb8")
     def unpack_desc(u: trtp.TensorDesc, fp16: int) -> trtp.TensorDesc:
@@ -143,16 +155,16 @@ def register_plugins() -> tuple[str, ...]:
         return trtp.from_shape_expr((s[0], s[3], s[1], s[2]), dtype=dtype)
 
     @trtp.autotune("irn::unpack_rgb8")
-    def unpack_tune(u: trtp.TensorDesc, fp16: int, outputs: tuple) -> list:
+    def unpack_tune(u: trtp.TensorDesc, fp16: int, outputs: Outputs) -> Combinations:
         return [trtp.AutoTuneCombination("UINT8, FP16" if fp16 else "UINT8, FP32")]
 
     @trtp.aot_impl("irn::unpack_rgb8")
-    def unpack_aot(u: trtp.TensorDesc, fp16: int, outputs: tuple, tactic: int) -> tuple:
+    def unpack_aot(u: trtp.TensorDesc, fp16: int, outputs: Outputs, tactic: int) -> AotResult:
         s = u.shape_expr
         total = s.numel()
         spec = aot.unpack_rgb8_spec("float16" if fp16 else "float32")
         grid = trtp.cdiv(total, ELEMENTWISE_BLOCK)
-        return _aot_result(trtp, spec, grid, [s[3], s[1] * s[2], total])
+        return _aot_result(trtp, spec, arch, grid, [s[3], s[1] * s[2], total])
 
     # ---- irn::gaussian_z -----------------------------------------------------------
 
@@ -164,18 +176,23 @@ def register_plugins() -> tuple[str, ...]:
         return trtp.from_shape_expr((s[0], channels, s[2], s[3]), dtype=like.dtype)
 
     @trtp.autotune("irn::gaussian_z")
-    def gaussian_tune(like: trtp.TensorDesc, outputs: tuple) -> list:
+    def gaussian_tune(like: trtp.TensorDesc, outputs: Outputs) -> Combinations:
         return [trtp.AutoTuneCombination(float_io)]
 
     @trtp.aot_impl("irn::gaussian_z")
     def gaussian_aot(
-        like: trtp.TensorDesc, channels: int, seed: int, scale: float, outputs: tuple, tactic: int
-    ) -> tuple:
+        like: trtp.TensorDesc,
+        channels: int,
+        seed: int,
+        scale: float,
+        outputs: Outputs,
+        tactic: int,
+    ) -> AotResult:
         total = outputs[0].shape_expr.numel()
         spec = aot.gaussian_z_spec(
             int(seed), float(np.float32(scale)), _dtype_name(trt, like.dtype)
         )
         grid = trtp.cdiv(total, ELEMENTWISE_BLOCK)
-        return _aot_result(trtp, spec, grid, [total])
+        return _aot_result(trtp, spec, arch, grid, [total])
 
     return tuple(f"{PLUGIN_NAMESPACE}::{op}" for op in PLUGIN_OPS)
