@@ -20,7 +20,7 @@ from .atomic import write_text_atomic
 from .backends import backend_names
 from .errors import IRNError, cli_entry
 from .image_io import IMAGE_SUFFIXES, ImageData, list_images, read_image, to_pil, write_image
-from .metrics import y_psnr_ssim
+from .metrics import y_psnr_ssim_banded
 from .pngmeta import LRMetadata
 
 __all__ = ["main", "build_parser", "peak_rss_mb"]
@@ -273,7 +273,8 @@ class Runner:
         write_image(target, to_pil(hr, hr_alpha, img.kind))
         item.outputs.append(str(target))
         border = self.rescaler.scale if min(img.size) > 2 * self.rescaler.scale else 0
-        item.psnr, item.ssim = y_psnr_ssim(hr, img.rgb, border)
+        # Banded: a full-image float64 SSIM would cost more memory than a tile.
+        item.psnr, item.ssim = y_psnr_ssim_banded(hr, img.rgb, border)
         if not self.quiet:
             tqdm.write(f"{job.src}: round trip Y-PSNR {item.psnr:.2f} dB, SSIM {item.ssim:.4f}")
 

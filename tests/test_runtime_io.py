@@ -150,3 +150,18 @@ def test_metadata_round_trip_through_png(tmp_path: Path, bird: Image.Image) -> N
     assert LRMetadata.from_text({"Software": "x"}) is None
     with pytest.raises(IRNError, match="damaged"):
         LRMetadata.from_text({"irn-trt:model": "irn_x4"})
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "border", "band"), [(300, 200, 4, 37), (64, 90, 0, 256), (21, 30, 4, 1)]
+)
+def test_banded_metrics_equal_the_papers_metrics(h: int, w: int, border: int, band: int) -> None:
+    from irn_trt.runtime.metrics import y_psnr_ssim, y_psnr_ssim_banded
+
+    rng = np.random.default_rng(h)
+    a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    p0, s0 = y_psnr_ssim(a, b, border)
+    p1, s1 = y_psnr_ssim_banded(a, b, border, band=band)
+    assert abs(p0 - p1) < 1e-9 and abs(s0 - s1) < 1e-12
+    assert y_psnr_ssim_banded(a, a, border)[0] == float("inf")
