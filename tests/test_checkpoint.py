@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from irn_trt.runtime.errors import IRNError
 from irn_trt.train.checkpoint import (
     checkpoint_sha256,

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from irn_trt.runtime.metrics import psnr, rgb_to_y, ssim, y_psnr_ssim
 from irn_trt.runtime.resize import imresize, modcrop
 
@@ -22,10 +21,14 @@ def run_eval(args: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize(("scale", "psnr_ref", "ssim_ref"), [(4, 28.42, 0.8104), (2, 33.66, 0.9299)])
+@pytest.mark.parametrize(
+    ("scale", "psnr_ref", "ssim_ref"), [(4, 28.42, 0.8104), (2, 33.66, 0.9299)]
+)
 def test_bicubic_baseline_matches_paper_on_set5(tmp_path, set5_dir, scale, psnr_ref, ssim_ref):
     out = tmp_path / "bicubic.json"
-    res = run_eval([str(set5_dir), "--baseline", "bicubic", "--scale", str(scale), "--json", str(out)])
+    res = run_eval(
+        [str(set5_dir), "--baseline", "bicubic", "--scale", str(scale), "--json", str(out)]
+    )
     assert res.returncode == 0, res.stderr
     mean = json.loads(out.read_text())["mean"]
     assert abs(mean["psnr"] - psnr_ref) <= 0.05

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from irn_trt.runtime.atomic import atomic_path, write_text_atomic
+from irn_trt.runtime.errors import IRNError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from irn_trt.runtime.atomic import atomic_path, write_text_atomic
-from irn_trt.runtime.errors import IRNError
-
-from .models import IRNConfig, InvertibleRescaler, get_config
+from .models import InvertibleRescaler, IRNConfig, get_config
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -112,10 +111,13 @@ def _check_state_dict(
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing {missing[0]}" + (f" (+{len(missing) - 1} more)" * (len(missing) > 1)))
+            parts.append(
+                f"missing {missing[0]}" + (f" (+{len(missing) - 1} more)" * (len(missing) > 1))
+            )
         if unexpected:
             parts.append(
-                f"unexpected {unexpected[0]}" + (f" (+{len(unexpected) - 1} more)" * (len(unexpected) > 1))
+                f"unexpected {unexpected[0]}"
+                + (f" (+{len(unexpected) - 1} more)" * (len(unexpected) > 1))
             )
         raise IRNError(f"{source} does not match {model.config.name}: {'; '.join(parts)}")
     for key, ref in expected.items():
@@ -135,7 +137,9 @@ def load_checkpoint(
     try:
         arch = IRNConfig.from_dict(config["architecture"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise IRNError(f"checkpoint {directory}: architecture in {CONFIG_FILE} is invalid ({exc})") from None
+        raise IRNError(
+            f"checkpoint {directory}: architecture in {CONFIG_FILE} is invalid ({exc})"
+        ) from None
     if expect_scale is not None and arch.scale != expect_scale:
         raise IRNError(
             f"checkpoint {directory} is {arch.name} (scale {arch.scale}), not scale {expect_scale}"
@@ -143,7 +147,9 @@ def load_checkpoint(
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise IRNError(f"checkpoint {directory}: {WEIGHTS_FILE} is unreadable or corrupt ({exc})") from None
+        raise IRNError(
+            f"checkpoint {directory}: {WEIGHTS_FILE} is unreadable or corrupt ({exc})"
+        ) from None
     model = InvertibleRescaler(arch)
     _check_state_dict(state, model, f"checkpoint {directory}")
     model.load_state_dict(state)
@@ -203,7 +209,9 @@ def from_reference_state_dict(
             if not isinstance(step, HaarDownsampling):
                 raise IRNError(f"{source} does not match {model.config.name}: unexpected {key}")
             expected = _reference_haar_weights(step.channels)
-            if tuple(value.shape) != tuple(expected.shape) or not torch.equal(value.float(), expected):
+            if tuple(value.shape) != tuple(expected.shape) or not torch.equal(
+                value.float(), expected
+            ):
                 raise IRNError(f"{source}: {key} is not the fixed Haar filter bank")
             continue
         m = _REF_KEY.match(key)
@@ -215,9 +223,7 @@ def from_reference_state_dict(
     return converted
 
 
-def import_reference_checkpoint(
-    pth: str | os.PathLike[str], model_name: str
-) -> InvertibleRescaler:
+def import_reference_checkpoint(pth: str | os.PathLike[str], model_name: str) -> InvertibleRescaler:
     """Load a reference ``.pth`` state dict (``weights_only=True``) into a registry model."""
     pth = Path(pth)
     if not pth.is_file():
@@ -225,7 +231,9 @@ def import_reference_checkpoint(
     try:
         state = torch.load(pth, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/corrupt/pickled files
-        raise IRNError(f"{pth}: not a loadable state dict ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        raise IRNError(
+            f"{pth}: not a loadable state dict ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

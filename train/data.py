@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.image_io import list_images, read_rgb
 from irn_trt.runtime.resize import imresize
+from tqdm import tqdm
 
 __all__ = ["CropSampler", "load_folders"]
 

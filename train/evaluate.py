@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from irn_trt.runtime.atomic import write_text_atomic
 from irn_trt.runtime.errors import IRNError, cli_entry
 from irn_trt.runtime.image_io import list_images, read_rgb
 from irn_trt.runtime.metrics import y_psnr_ssim
 from irn_trt.runtime.resize import imresize, modcrop
+from tqdm import tqdm
 
 from .checkpoint import default_checkpoint, load_checkpoint
 from .models import InvertibleRescaler, quantize
@@ -80,7 +79,7 @@ def evaluate_model(
             for _ in range(z_samples):
                 z = torch.randn((1, zc, *lr.shape[2:]), generator=gen)
                 vals.append(y_psnr_ssim(to_uint8(model.inverse(lr, z)), hr, scale))
-            psnr, ssim = (float(np.mean(v)) for v in zip(*vals))
+            psnr, ssim = (float(np.mean(v)) for v in zip(*vals, strict=True))
         scores.append(ImageScore(name, psnr, ssim, lr_psnr, lr_ssim))
     return scores
 
@@ -114,9 +113,7 @@ def load_image_set(folder: str | Path) -> list[tuple[str, np.ndarray]]:
 def _format_table(scores: Sequence[ImageScore], title: str) -> str:
     lines = [title, f"{'image':<16} {'PSNR':>8} {'SSIM':>7} {'LR PSNR':>8} {'LR SSIM':>8}"]
     for s in [*scores, summarize(scores)]:
-        lines.append(
-            f"{s.name:<16} {s.psnr:8.2f} {s.ssim:7.4f} {s.lr_psnr:8.2f} {s.lr_ssim:8.4f}"
-        )
+        lines.append(f"{s.name:<16} {s.psnr:8.2f} {s.ssim:7.4f} {s.lr_psnr:8.2f} {s.lr_ssim:8.4f}")
     return "\n".join(lines)
 
 
@@ -133,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint directory (default: weights/irn_x<scale>)")
     p.add_argument("--scale", type=int, help="scale (default: the checkpoint's; 4 for --baseline)")
     p.add_argument("--baseline", choices=["bicubic"], help="evaluate bicubic & bicubic instead")
-    p.add_argument("--z-samples", type=int, default=0, help="average over N Gaussian z (default: z=0)")
+    p.add_argument(
+        "--z-samples", type=int, default=0, help="average over N Gaussian z (default: z=0)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for --z-samples")
     p.add_argument("--json", help="write per-image and mean scores to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
