@@ -19,7 +19,6 @@ import pytest
 import torch
 from irn_trt.export.graphs import DownGraph, GraphSpec, UpGraph
 from irn_trt.export.onnx_graph import DynamicIO, trace_to_onnx
-from irn_trt.export.random_init import perturb_weights
 from irn_trt.plugins import reference as ref
 from irn_trt.plugins.onnx_reference import plugin_boundaries, run_split, run_with_references
 from irn_trt.plugins.onnx_rewrite import (
@@ -29,7 +28,7 @@ from irn_trt.plugins.onnx_rewrite import (
     plugin_ops,
 )
 from irn_trt.runtime.image_io import read_rgb
-from irn_trt.train.models import InvertibleRescaler, IRNConfig, Stage
+from irn_trt.train.models import InvertibleRescaler, IRNConfig, Stage, randomize_weights
 
 LAYOUTS = {
     "irn": (Stage("haar", 1), Stage("haar", 1)),  # Haar, blocks, Haar, blocks (IRN x4)
@@ -41,7 +40,9 @@ TEMPERATURE = 0.8
 
 @functools.cache
 def _model(layout: str) -> InvertibleRescaler:
-    return perturb_weights(InvertibleRescaler(IRNConfig(f"t_{layout}", LAYOUTS[layout])), 5).eval()
+    return randomize_weights(
+        InvertibleRescaler(IRNConfig(f"t_{layout}", LAYOUTS[layout])), 5
+    ).eval()
 
 
 def _image_dims(io: str) -> dict[int, str]:

@@ -222,13 +222,16 @@ def irn_e_x4() -> IRNConfig:
 
 
 def randomize_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
-    """Add seeded Gaussian noise to every parameter, in place (tests and ``--random-init``).
+    """Add seeded N(0, std^2) noise to every learnable tensor, in place; returns ``model``.
 
-    A freshly built IRN has every coupling block at the identity, which makes
-    graphs trivially exact; this gives a model whose every layer does something.
+    A freshly built IRN has every coupling block at the identity, which would make
+    exported graphs trivially exact; tests and ``irn-export --random-init`` use this
+    to get a model whose every layer does something. Parameters are visited in name
+    order and the noise is drawn in float64, so the result depends only on the seed.
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * std)
+        for _, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            noise = torch.randn(param.shape, generator=gen, dtype=torch.float64) * std
+            param.add_(noise.to(param.dtype))
     return model
