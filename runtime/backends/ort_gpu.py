@@ -11,6 +11,7 @@ Runtime's documented ones (``trt_profile_min_shapes`` = ``name:1x4x4x3,...`` etc
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -144,8 +145,9 @@ class _OrtGpuBackend(Backend):
     def probe(cls) -> str | None:
         return ort_gpu_unavailable_reason(cls.provider)
 
+    @abc.abstractmethod
     def providers(self) -> list[tuple[str, dict[str, str]]]:
-        raise NotImplementedError
+        """The ONNX Runtime execution providers with their options, in priority order."""
 
     def _load(self) -> None:
         import onnxruntime as ort
