@@ -78,3 +78,30 @@ def tmp_model_dir(tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
     ckpt = save_checkpoint(model, root / "checkpoint")
     export_model(model, root / "model", checkpoint_sha256=checkpoint_sha256(ckpt))
     return ExportedModel(root / "model", ckpt, load_manifest(root / "model"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Training tests run on one thread: two fighting other work on 2 cores are far slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny folder of crops of shared training photos (written to tmp, never the repo)."""
+    from train_support import tiny_train_folder
+
+    return tiny_train_folder(tmp_path_factory.mktemp("train") / "crops")
+
+
+@pytest.fixture(scope="module")
+def images(train_dir: Path) -> list:
+    """The tiny training folder decoded to uint8 arrays."""
+    from train_support import load_images
+
+    return load_images(train_dir)

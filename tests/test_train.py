@@ -33,37 +33,20 @@ from irn_trt.train.trainer import (
     irn_losses,
 )
 from train_support import (
-    load_images,
     params_equal,
     tiny_config,
-    tiny_train_folder,
     tiny_val_folder,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_train_folder(tmp_path_factory.mktemp("train") / "crops")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def val_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_val_folder(tmp_path_factory.mktemp("val") / "set5_crop")
-
-
-@pytest.fixture(scope="module")
-def images(train_dir: Path) -> list[np.ndarray]:
-    return load_images(train_dir)
 
 
 def read_log(run_dir: Path) -> list[dict[str, str]]:

@@ -31,28 +31,13 @@ from irn_trt.train.stage_plus import PlusSettings, PlusStage
 from irn_trt.train.trainer import TRAIN_STATE_FILE, Trainer, apply_stage
 from safetensors.torch import save_file
 from torch import nn
-from train_support import load_images, params_equal, tiny_config, tiny_train_folder
+from train_support import params_equal, tiny_config
 
 # torchvision's VGG19 ``features`` indices of the 16 convs, up to conv5_4 (index 34).
 TORCHVISION_VGG19_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_train_folder(tmp_path_factory.mktemp("train") / "crops")
-
-
-@pytest.fixture(scope="module")
-def images(train_dir: Path) -> list[np.ndarray]:
-    return load_images(train_dir)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
