@@ -105,42 +105,16 @@ class _Steps(nn.Module):
                 kinds.append("down3")
             elif isinstance(step, CouplingBlock):
                 kinds.append("coupling")
+                if spec.coupling_fp32:
+                    self.steps[i].scale_dtype = torch.float32
             else:
                 raise TypeError(f"cannot export step {type(step).__name__}")
         self.kinds = tuple(kinds)
 
-    def _log_scale(self, block: CouplingBlock, y1: torch.Tensor) -> torch.Tensor:
-        h = block.h(y1)
-        if self.spec.coupling_fp32:
-            h = h.float()
-        return block.clamp * (torch.sigmoid(h) * 2.0 - 1.0)
-
-    def _coupling_forward(self, block: CouplingBlock, x: torch.Tensor) -> torch.Tensor:
-        s = block.split
-        x1, x2 = x[:, :s], x[:, s:]
-        y1 = x1 + block.f(x2)
-        scale = torch.exp(self._log_scale(block, y1))
-        if self.spec.coupling_fp32:
-            y2 = (x2.float() * scale).to(x.dtype) + block.g(y1)
-        else:
-            y2 = x2 * scale + block.g(y1)
-        return torch.cat((y1, y2), dim=1)
-
-    def _coupling_inverse(self, block: CouplingBlock, y: torch.Tensor) -> torch.Tensor:
-        s = block.split
-        y1, y2 = y[:, :s], y[:, s:]
-        scale = torch.exp(self._log_scale(block, y1))
-        if self.spec.coupling_fp32:
-            x2 = ((y2 - block.g(y1)).float() / scale).to(y.dtype)
-        else:
-            x2 = (y2 - block.g(y1)) / scale
-        x1 = y1 - block.f(x2)
-        return torch.cat((x1, x2), dim=1)
-
     def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
         for i, (kind, step) in enumerate(zip(self.kinds, self.steps, strict=True)):
             if kind == "coupling":
-                x = self._coupling_forward(step, x)
+                x = step(x)
             else:
                 stride = 2 if kind == "down2" else 3
                 x = F.conv2d(x, getattr(self, f"fwd{i}"), stride=stride)
@@ -150,7 +124,7 @@ class _Steps(nn.Module):
         for i in reversed(range(len(self.kinds))):
             kind, step = self.kinds[i], self.steps[i]
             if kind == "coupling":
-                x = self._coupling_inverse(step, x)
+                x = step.inverse(x)
             else:
                 stride = 2 if kind == "down2" else 3
                 x = F.conv_transpose2d(x, getattr(self, f"bwd{i}"), stride=stride)

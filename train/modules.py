@@ -141,8 +141,18 @@ class CouplingBlock(nn.Module):
     rest; ``g`` and ``h`` give the shift and the bounded log-scale of the rest.
     """
 
-    def __init__(self, channels: int, split: int = 3, growth: int = 32, clamp: float = 1.0) -> None:
+    def __init__(
+        self,
+        channels: int,
+        split: int = 3,
+        growth: int = 32,
+        clamp: float = 1.0,
+        scale_dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
+        # The sigmoid/exp/multiply/divide of the affine scale run in ``scale_dtype``
+        # when set (FP32 islands in FP16 exports); None keeps the input's dtype.
+        self.scale_dtype = scale_dtype
         if not 0 < split < channels:
             raise ValueError(f"split must be in (0, {channels}), got {split}")
         self.split = split
@@ -152,17 +162,22 @@ class CouplingBlock(nn.Module):
         self.g = DenseBlock(split, rest, growth)
         self.h = DenseBlock(split, rest, growth)
 
-    def _log_scale(self, y1: torch.Tensor) -> torch.Tensor:
-        return self.clamp * (torch.sigmoid(self.h(y1)) * 2.0 - 1.0)
+    def _scale(self, y1: torch.Tensor) -> torch.Tensor:
+        h = self.h(y1)
+        if self.scale_dtype is not None:
+            h = h.to(self.scale_dtype)
+        return torch.exp(self.clamp * (torch.sigmoid(h) * 2.0 - 1.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x[:, : self.split], x[:, self.split :]
         y1 = x1 + self.f(x2)
-        y2 = x2 * torch.exp(self._log_scale(y1)) + self.g(y1)
+        scale = self._scale(y1)
+        y2 = (x2.to(scale.dtype) * scale).to(x.dtype) + self.g(y1)
         return torch.cat((y1, y2), dim=1)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         y1, y2 = y[:, : self.split], y[:, self.split :]
-        x2 = (y2 - self.g(y1)) / torch.exp(self._log_scale(y1))
+        scale = self._scale(y1)
+        x2 = ((y2 - self.g(y1)).to(scale.dtype) / scale).to(y.dtype)
         x1 = y1 - self.f(x2)
         return torch.cat((x1, x2), dim=1)
