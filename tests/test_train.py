@@ -25,6 +25,7 @@ from irn_trt.train.checkpoint import load_checkpoint
 from irn_trt.train.cli import main
 from irn_trt.train.data import CropSampler
 from irn_trt.train.trainer import (
+    TRAIN_MEMORY_FORMAT,
     TRAIN_STATE_FILE,
     TrainConfig,
     Trainer,
@@ -118,6 +119,7 @@ def test_checkpoint_round_trips(tmp_path: Path, images: list[np.ndarray]) -> Non
     assert TrainConfig.from_json(json.dumps(config["meta"]["train_config"])) == cfg
 
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    model.to(memory_format=TRAIN_MEMORY_FORMAT)  # same kernels as the trainer's, same bits
     trainer.model.eval()
     with torch.no_grad():
         y0, z0 = trainer.model(x)
