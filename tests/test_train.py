@@ -176,6 +176,26 @@ def test_cli_trains_validates_and_resumes(
     assert state["step"] == 3
 
 
+def test_best_only_takes_valid_lr_images(
+    tmp_path: Path, train_dir: Path, val_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = ("--val-dir", str(val_dir), "--val-every", "2", "--max-steps", "2")
+    lenient = tmp_path / "lenient"
+    assert main(cli_args(train_dir, lenient, *extra, "--min-lr-psnr", "0")) == 0
+    assert (lenient / "best" / "model.safetensors").is_file()
+    lr_psnr = float(read_log(lenient)[1]["val_lr_psnr"])
+
+    # The same run (same seed), with the floor just above what its LR scored: no best/.
+    strict = tmp_path / "strict"
+    floor = f"{lr_psnr + 0.01:.4f}"
+    assert main(cli_args(train_dir, strict, *extra, "--min-lr-psnr", floor)) == 0
+    assert float(read_log(strict)[1]["val_lr_psnr"]) == lr_psnr
+    assert not (strict / "best").exists()
+    assert "not a candidate for best/" in capsys.readouterr().out
+    saved = json.loads((strict / "train_config.json").read_text())
+    assert saved["min_lr_psnr"] == float(floor)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_and_resume_matches_an_uninterrupted_run(

@@ -24,7 +24,7 @@ DEFAULT_VAL = "../shared/data/eval/Set5"
 _FIELDS = (
     "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
-    "stage", "disc_pretrain", "vgg_weights",
+    "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr",
 )  # fmt: skip
 
 
@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--val-every", type=int, help="validate every N steps (0: never)")
     p.add_argument("--val-dir", help=f"validation HR folder (default: {DEFAULT_VAL} if present)")
+    p.add_argument(
+        "--min-lr-psnr",
+        type=float,
+        help="best/ only takes checkpoints whose LR is at least this Y-PSNR vs bicubic on the "
+        "validation set (default: 40 dB, the papers' validity threshold)",
+    )
     p.add_argument("--init-from", help="start from this checkpoint directory")
     p.add_argument(
         "--stage",

@@ -61,6 +61,9 @@ class TrainConfig:
     checkpoint_every: int = 250
     val_every: int = 500
     val_dir: str | None = None
+    # best/ keeps the best validation Y-PSNR among checkpoints whose LR stays valid:
+    # LR vs MATLAB bicubic at least this Y-PSNR (the papers' validity threshold, 40 dB).
+    min_lr_psnr: float = 40.0
     init_from: str | None = None
     # Stage 2 ("IRN+"); the defaults keep configs written before stage 2 existed loadable.
     stage: Literal["base", "plus"] = "base"
@@ -374,7 +377,12 @@ class Trainer:
                         f"step {self.step}: val Y-PSNR {psnr:.2f} dB, "
                         f"LR vs bicubic {lr_psnr:.2f} dB"
                     )
-                    if psnr > self.best_psnr:
+                    if lr_psnr < cfg.min_lr_psnr:
+                        bar.write(
+                            f"step {self.step}: LR below the {cfg.min_lr_psnr:g} dB validity "
+                            "floor, not a candidate for best/"
+                        )
+                    elif psnr > self.best_psnr:
                         self.best_psnr = psnr
                         self.save("best")
                     t_last = time.perf_counter()
