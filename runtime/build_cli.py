@@ -22,10 +22,8 @@ from .errors import IRNError, cli_entry
 from .manifest import GraphInfo, ModelManifest, load_manifest
 from .trt_plan import (
     DEFAULT_MAX_BATCH,
-    default_hr_tile,
-    graph_tile_hw,
     parse_tile,
-    profile_for_graph,
+    profile_for_hr_tile,
 )
 
 __all__ = ["build_parser", "main"]
@@ -109,9 +107,7 @@ def _plugin_graph(manifest: ModelManifest, direction: str, precision: str) -> Gr
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     manifest = load_manifest(args.model_dir)
-    hr_tile = (
-        parse_tile(args.tile, manifest.tile_multiple) if args.tile else default_hr_tile(manifest)
-    )
+    hr_tile = parse_tile(args.tile, manifest.tile_multiple) if args.tile else None
     if args.max_batch < 1:
         raise IRNError(f"--max-batch must be at least 1, got {args.max_batch}")
     if args.workspace_gb <= 0:
@@ -121,10 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pick = _plugin_graph if args.plugins else ModelManifest.graph
     graphs = [pick(manifest, d, p) for d in directions for p in precisions]
     # Plan everything (pure) before touching the GPU, so bad arguments fail fast anywhere.
-    plans = []
-    for g in graphs:
-        tile = graph_tile_hw(g, manifest.scale, hr_tile)
-        plans.append((g, profile_for_graph(g, manifest, tile, args.max_batch)))
+    plans = [(g, profile_for_hr_tile(g, manifest, hr_tile, args.max_batch)) for g in graphs]
 
     # GPU part: imported here so that a machine without tensorrt can still run --help.
     from .backends.trt import TrtBuildOptions, ensure_engine, trt_unavailable_reason

@@ -39,6 +39,7 @@ __all__ = [
     "parse_tile",
     "graph_tile_hw",
     "profile_for_graph",
+    "profile_for_hr_tile",
     "profile_key",
     "output_shape",
     "plan_bindings",
@@ -221,6 +222,20 @@ def profile_for_graph(
         )
         for info in graph.inputs
     )
+
+
+def profile_for_hr_tile(
+    graph: GraphInfo,
+    manifest: ModelManifest,
+    hr_tile_hw: tuple[int, int] | None = None,
+    max_batch: int = 1,
+) -> tuple[ProfileShapes, ...]:
+    """The profile of ``graph`` for an HR tile (default: irn-trt-run's), as every GPU path uses it.
+
+    The tiler speaks in HR tiles; the up graph's input tile is that divided by the scale.
+    """
+    hr = hr_tile_hw or default_hr_tile(manifest)
+    return profile_for_graph(graph, manifest, graph_tile_hw(graph, manifest.scale, hr), max_batch)
 
 
 def profile_key(profiles: Iterable[ProfileShapes]) -> str:

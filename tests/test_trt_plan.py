@@ -30,6 +30,7 @@ from irn_trt.runtime.trt_plan import (
     parse_tile,
     plan_bindings,
     profile_for_graph,
+    profile_for_hr_tile,
     profile_key,
     strongly_typed_flag_needed,
     trt_name_for_numpy,
@@ -108,6 +109,19 @@ def test_default_tile_and_batch_are_irn_trt_runs(toy) -> None:
     edge = default_tile_lr(m.halo) * m.scale
     assert default_hr_tile(m) == (edge, edge) and edge % m.scale == 0
     assert DEFAULT_MAX_BATCH >= 1
+
+
+def test_profile_for_hr_tile_divides_the_up_graphs_tile(toy) -> None:
+    _, m = toy
+    down, up = m.graph("down", "fp16"), m.graph("up", "fp16")
+    (hr,) = profile_for_hr_tile(down, m, (512, 384), max_batch=2)
+    lr, _ = profile_for_hr_tile(up, m, (512, 384), max_batch=2)
+    assert hr.max == (2, 512, 384, 3) and lr.max == (2, 128, 96, 3)
+    edge = default_hr_tile(m)[0]
+    (hr_default,) = profile_for_hr_tile(down, m)
+    assert hr_default.max == (1, edge, edge, 3)
+    with pytest.raises(IRNError, match="not a multiple of the scale"):
+        profile_for_hr_tile(up, m, (510, 512))
 
 
 def test_profile_key_is_canonical_and_distinguishes_profiles(toy) -> None:

@@ -22,7 +22,7 @@ from ..cuda_util import cuda_bindings_installed, cuda_unavailable_reason
 from ..engine_cache import EngineCache, default_cache_dir, stderr_warning
 from ..errors import IRNError
 from ..manifest import GraphInfo, ModelManifest
-from ..trt_plan import ProfileShapes, default_hr_tile, graph_tile_hw, profile_for_graph
+from ..trt_plan import ProfileShapes, profile_for_hr_tile
 from .base import Backend, BackendOptions
 
 __all__ = [
@@ -133,11 +133,10 @@ class _OrtGpuBackend(Backend):
         super().__init__(model_dir, manifest, graph, options)
         self.device = device
         self.warn = warn
-        # options.tile_hw is the HR tile (as the tiler passes it); the up graph's input
-        # tile is that divided by the scale.
-        hr_tile = self.options.tile_hw or default_hr_tile(manifest)
-        tile = graph_tile_hw(graph, manifest.scale, hr_tile)
-        self.profiles = profile_for_graph(graph, manifest, tile, self.options.max_batch)
+        # options.tile_hw is the HR tile, as the tiler passes it.
+        self.profiles = profile_for_hr_tile(
+            graph, manifest, self.options.tile_hw, self.options.max_batch
+        )
         self._session: Any = None
         self._output: str = graph.outputs[0].name
 

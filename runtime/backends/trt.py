@@ -29,12 +29,10 @@ from ..trt_plan import (
     TensorSpec,
     allocation_bytes,
     check_engine_io,
-    default_hr_tile,
-    graph_tile_hw,
     known_accuracy_issues,
     numpy_dtype_for_trt,
     plan_bindings,
-    profile_for_graph,
+    profile_for_hr_tile,
     profile_key,
 )
 from .base import Backend, BackendOptions
@@ -195,11 +193,10 @@ class TensorRTBackend(Backend):
         self.build = build or TrtBuildOptions()
         self.device = device
         self.warn = warn
-        # options.tile_hw is the HR tile (as the tiler passes it); the up graph's input
-        # tile is that divided by the scale.
-        hr_tile = self.options.tile_hw or default_hr_tile(manifest)
-        tile = graph_tile_hw(graph, manifest.scale, hr_tile)
-        self.profiles = profile_for_graph(graph, manifest, tile, self.options.max_batch)
+        # options.tile_hw is the HR tile, as the tiler passes it.
+        self.profiles = profile_for_hr_tile(
+            graph, manifest, self.options.tile_hw, self.options.max_batch
+        )
         self.built = False  # whether _load had to build (False: cache hit)
         self._cuda: CudaRuntime | None = None
         self._buffers: dict[str, int] = {}
@@ -227,23 +224,9 @@ class TensorRTBackend(Backend):
         self._cuda = CudaRuntime(self.device)
         gpu = self._cuda.info()
         cache = self.cache
-        plan, key, self.built = ensure_engine(
-            self.model_dir,
-            self.manifest,
-            self.graph,
-            self.profiles,
-            gpu,
-            cache,
-            self.build,
-            verbose=self.options.verbose,
-        )
-        runtime = trt.Runtime(make_logger(trt, self.options.verbose))
-        engine = runtime.deserialize_cuda_engine(plan)
-        if engine is None and not self.built:
-            # A plan that passed the hash check but will not deserialize (e.g. a driver
-            # update): rebuild once rather than fail.
-            self.warn(f"cached engine {key.entry_name()} does not deserialize; rebuilding it")
-            plan, key, self.built = ensure_engine(
+
+        def engine_plan(rebuild: bool) -> tuple[bytes, EngineKey, bool]:
+            return ensure_engine(
                 self.model_dir,
                 self.manifest,
                 self.graph,
@@ -251,9 +234,18 @@ class TensorRTBackend(Backend):
                 gpu,
                 cache,
                 self.build,
-                rebuild=True,
+                rebuild=rebuild,
                 verbose=self.options.verbose,
             )
+
+        plan, key, self.built = engine_plan(rebuild=False)
+        runtime = trt.Runtime(make_logger(trt, self.options.verbose))
+        engine = runtime.deserialize_cuda_engine(plan)
+        if engine is None and not self.built:
+            # A plan that passed the hash check but will not deserialize (e.g. a driver
+            # update): rebuild once rather than fail.
+            self.warn(f"cached engine {key.entry_name()} does not deserialize; rebuilding it")
+            plan, key, self.built = engine_plan(rebuild=True)
             engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise IRNError(f"TensorRT could not deserialize the engine for {self.graph.file}")
