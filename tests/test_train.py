@@ -175,6 +175,16 @@ def test_cli_trains_validates_and_resumes(
     state = torch.load(run / "last" / TRAIN_STATE_FILE, weights_only=True)
     assert state["step"] == 3
 
+    # --iterations on resume is saved: a later plain --resume keeps the new length.
+    assert main(["--run-dir", str(run), "--resume", "--iterations", "3", "--quiet"]) == 0
+    assert "complete at step 3 of 3" in capsys.readouterr().err
+    assert json.loads((run / "train_config.json").read_text())["iterations"] == 3
+    assert main(["--run-dir", str(run), "--resume", "--quiet"]) == 0
+    assert "complete at step 3 of 3" in capsys.readouterr().err
+    assert len(read_log(run)) == 3
+    assert main(["--run-dir", str(run), "--resume", "--iterations", "4", "--quiet"]) == 0
+    assert [r["step"] for r in read_log(run)] == ["1", "2", "3", "4"]
+
 
 def test_best_only_takes_valid_lr_images(
     tmp_path: Path, train_dir: Path, val_dir: Path, capsys: pytest.CaptureFixture[str]

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from irn_trt.runtime.atomic import write_text_atomic
 from irn_trt.runtime.errors import IRNError, cli_entry
 
 from .models import list_models
@@ -50,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--crop", type=int, help="HR crop size")
     p.add_argument("--batch", type=int, help="batch size")
-    p.add_argument("--iterations", type=int, help="total steps of the run")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        help="total steps of the run (with --resume: extends or shortens it, and is saved)",
+    )
     p.add_argument("--max-steps", type=int, help="stop after this many steps in this invocation")
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--milestones", type=int, nargs="*", help="steps at which lr is halved")
@@ -108,8 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         changed = [k for k, v in given.items() if k != "iterations" and getattr(cfg, k) != v]
         if changed:
             raise IRNError(f"cannot change {', '.join(changed)} when resuming (only --iterations)")
-        if "iterations" in given:
+        if given.get("iterations", cfg.iterations) != cfg.iterations:
+            # Persisted, so that a later plain --resume keeps the extended (or shortened) run.
             cfg = replace(cfg, iterations=given["iterations"])
+            write_text_atomic(config_path, cfg.to_json())
     else:
         if config_path.exists():
             raise IRNError(f"{run_dir} already holds a run; use --resume or another --run-dir")
@@ -129,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer = Trainer(cfg, run_dir, progress=not args.quiet)
     if args.resume:
         trainer.resume()
+        if trainer.step >= cfg.iterations:
+            print(
+                f"{cfg.model} run is complete at step {trainer.step} of {cfg.iterations}; "
+                "pass --iterations N to extend it",
+                file=sys.stderr,
+            )
+            return 0
         print(f"resuming {cfg.model} at step {trainer.step} of {cfg.iterations}", file=sys.stderr)
     trainer.run(max_steps=args.max_steps)
     return 0
