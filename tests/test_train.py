@@ -280,8 +280,9 @@ def test_bad_run_directories(
     rc = main(["--run-dir", str(run), "--resume", "--stage", "plus"])
     _one_line_error(capsys, rc, "cannot change stage")
     (run / "last" / TRAIN_STATE_FILE).write_bytes(b"not a torch file")
-    rc = main(["--run-dir", str(run), "--resume"])
+    rc = main(["--run-dir", str(run), "--resume", "--iterations", "7"])
     _one_line_error(capsys, rc, "unreadable training state")
+    assert json.loads((run / "train_config.json").read_text())["iterations"] == 50
 
 
 def test_crop_not_a_multiple_of_the_scale(

@@ -113,10 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         changed = [k for k, v in given.items() if k != "iterations" and getattr(cfg, k) != v]
         if changed:
             raise IRNError(f"cannot change {', '.join(changed)} when resuming (only --iterations)")
-        if given.get("iterations", cfg.iterations) != cfg.iterations:
-            # Persisted, so that a later plain --resume keeps the extended (or shortened) run.
+        new_length = given.get("iterations", cfg.iterations) != cfg.iterations
+        if new_length:
             cfg = replace(cfg, iterations=given["iterations"])
-            write_text_atomic(config_path, cfg.to_json())
     else:
         if config_path.exists():
             raise IRNError(f"{run_dir} already holds a run; use --resume or another --run-dir")
@@ -136,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer = Trainer(cfg, run_dir, progress=not args.quiet)
     if args.resume:
         trainer.resume()
+        if new_length:
+            # Saved once the state has loaded, so that a later plain --resume keeps the new
+            # length and a failed resume changes nothing.
+            write_text_atomic(config_path, cfg.to_json())
         if trainer.step >= cfg.iterations:
             print(
                 f"{cfg.model} run is complete at step {trainer.step} of {cfg.iterations}; "
