@@ -9,12 +9,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from irn_trt.runtime.atomic import write_text_atomic
 from irn_trt.runtime.errors import IRNError, cli_entry
 
 from .models import list_models
 from .perceptual import RANDOM_VGG
-from .trainer import PRESETS, STAGES, TrainConfig, Trainer, apply_preset, apply_stage
+from .trainer import (
+    PRESETS,
+    STAGES,
+    TRAIN_CONFIG_FILE,
+    TrainConfig,
+    Trainer,
+    apply_preset,
+    apply_stage,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -105,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "milestones" in given:
         given["milestones"] = tuple(given["milestones"])
     run_dir = Path(args.run_dir)
-    config_path = run_dir / "train_config.json"
+    config_path = run_dir / TRAIN_CONFIG_FILE
     if args.resume:
         if not config_path.is_file():
             raise IRNError(f"nothing to resume: {config_path} does not exist")
@@ -113,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         changed = [k for k, v in given.items() if k != "iterations" and getattr(cfg, k) != v]
         if changed:
             raise IRNError(f"cannot change {', '.join(changed)} when resuming (only --iterations)")
-        new_length = given.get("iterations", cfg.iterations) != cfg.iterations
-        if new_length:
+        if "iterations" in given:
             cfg = replace(cfg, iterations=given["iterations"])
     else:
         if config_path.exists():
@@ -135,10 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer = Trainer(cfg, run_dir, progress=not args.quiet)
     if args.resume:
         trainer.resume()
-        if new_length:
-            # Saved once the state has loaded, so that a later plain --resume keeps the new
-            # length and a failed resume changes nothing.
-            write_text_atomic(config_path, cfg.to_json())
         if trainer.step >= cfg.iterations:
             print(
                 f"{cfg.model} run is complete at step {trainer.step} of {cfg.iterations}; "

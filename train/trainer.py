@@ -33,6 +33,7 @@ from .stage_plus import PLUS_LOG_COLUMNS, PlusSettings, PlusStage
 __all__ = ["TrainConfig", "PRESETS", "STAGES", "irn_losses", "Trainer", "apply_stage"]
 
 TRAIN_STATE_FILE = "train_state.pt"
+TRAIN_CONFIG_FILE = "train_config.json"
 # NHWC: oneDNN's CPU convolutions (forward and backward) run about 1.2x faster in it for
 # IRN's small dense-block convs (measured: IRN x4, batch 8 of 64x64 crops, 1 thread).
 TRAIN_MEMORY_FORMAT = torch.channels_last
@@ -269,6 +270,15 @@ class Trainer:
             if "plus" not in state:
                 raise IRNError(f"{state_file}: no stage-2 (discriminator) state to resume")
             self.plus.load_state_dict(state["plus"])
+        # Only once the state has loaded, so a failed resume leaves the run as it was.
+        self.save_config()
+
+    def save_config(self) -> None:
+        """Make the run's ``train_config.json`` say what it trains with (a resume may change
+        ``iterations``), so that a later plain resume continues the same run."""
+        path = self.run_dir / TRAIN_CONFIG_FILE
+        if not path.is_file() or TrainConfig.from_json(path.read_text()) != self.cfg:
+            write_text_atomic(path, self.cfg.to_json())
 
     # --- loop ----------------------------------------------------------------------
     def _plus_step(self, hr: torch.Tensor, lr_guide: torch.Tensor) -> LossTerms:
@@ -319,9 +329,7 @@ class Trainer:
         """Train until ``cfg.iterations`` (or ``max_steps`` more steps, or a signal)."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        config_path = self.run_dir / "train_config.json"
-        if not config_path.exists():
-            write_text_atomic(config_path, cfg.to_json())
+        self.save_config()
         if images is None:
             images = load_folders(cfg.data, cfg.crop, progress=self.progress)
         self.sampler = CropSampler(images, cfg.crop, self.model.scale, cfg.seed)
