@@ -7,15 +7,16 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from irn_trt.runtime.errors import IRNError, cli_entry
 from irn_trt.runtime.image_io import list_images, read_rgb
-from irn_trt.train.checkpoint import checkpoint_sha256, default_checkpoint, load_checkpoint
-from irn_trt.train.models import InvertibleRescaler, get_config, list_models, model_for_scale
+from irn_trt.runtime.model_store import export_root
+from irn_trt.train.configs import get_config, list_models, model_for_scale
 
-from .api import ExportOptions, export_model
-from .random_init import random_model
+if TYPE_CHECKING:  # torch loads after argument parsing (fast --help and argument errors)
+    from irn_trt.train.models import InvertibleRescaler
 
 __all__ = ["build_parser", "main", "default_verify_image", "synthetic_image"]
 
@@ -90,6 +91,10 @@ def _resolve_model_name(scale: int | None, model: str | None) -> str:
 
 def _load(args: argparse.Namespace, name: str) -> tuple[InvertibleRescaler, str | None]:
     """The model to export and its checkpoint hash (None: hash the weights)."""
+    from irn_trt.train.checkpoint import checkpoint_sha256, default_checkpoint, load_checkpoint
+
+    from .random_init import random_model
+
     if args.random_init:
         return random_model(name, seed=args.seed), None
     if args.checkpoint is None:
@@ -114,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "up (LR -> HR) ONNX graphs in FP32 and strongly typed FP16, plus manifest.json. "
         "Every graph is checked in ONNX Runtime against PyTorch unless --no-verify.",
         epilog="examples:\n"
-        "  irn-export --scale 4                      # weights/irn_x4 -> build/irn_x4/\n"
+        "  irn-export --scale 4                      # weights/irn_x4 -> <models>/irn_x4/\n"
         "  irn-export --checkpoint runs/irn_x4/best --out build/irn_x4\n"
         "  irn-export --model irn_e_x4 --random-init --precision fp32 --out /tmp/e4\n"
         "  irn-export --scale 4 --io float32 --z gaussian --temperature 0.8\n"
@@ -148,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "graph), input (an explicit z input)",
     )
     p.add_argument("--temperature", type=float, default=1.0, help="std of z for --z gaussian")
-    p.add_argument("--out", help="model directory (default: build/<model>)")
+    p.add_argument(
+        "--out",
+        help="model directory (default: <models>/<model>, <models> being the first folder of "
+        "the model search path: $IRN_TRT_MODELS, else this checkout's build/, else "
+        "~/.local/share/irn-trt/models; irn-trt-run --model finds it there)",
+    )
     p.add_argument(
         "--verify",
         action=argparse.BooleanOptionalAction,
@@ -207,6 +217,8 @@ def _summary(manifest_parity: dict) -> str:
 @cli_entry("irn-export")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .api import ExportOptions, export_model
+
     name = _resolve_model_name(args.scale, args.model)
     precisions = ("fp32", "fp16") if args.precision == "both" else (args.precision,)
     options = ExportOptions(
@@ -220,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         has_haar = any(st.downsampler == "haar" for st in stages)
         check_plugin_request(args.plugins, args.io, args.z, has_haar=has_haar)
     model, sha = _load(args, name)
-    out = Path(args.out) if args.out else Path("build") / model.config.name
+    out = Path(args.out) if args.out else export_root() / model.config.name
     images = _verify_images(args.verify_image, args.verify_size, args.quiet) if args.verify else []
     manifest = export_model(
         model,

@@ -1,11 +1,14 @@
-"""Python API for embedding: ``Rescaler.load(model_dir).downscale(img)`` / ``.upscale(lr)``.
+"""Python API for embedding: ``Rescaler.load().downscale(img)`` / ``.upscale(lr)``.
 
-Arrays are HxWx3 uint8 RGB (HxWx4 keeps an alpha plane, resized with a classic
-bicubic filter since IRN only models RGB; HxW grey comes back grey). Any size
-works: ``downscale`` edge-pads to a multiple of the scale, ``upscale`` crops
-back to ``original_size``. The backend is picked once (``auto``: the fastest
-that can run here, falling back with a reason if it fails to load) and
-sessions/engines load lazily on first use. Torch-free.
+Images are :class:`~irn_trt.runtime.image_io.ImageData` (RGB pixels, alpha,
+colour kind, ICC profile, irn-trt LR metadata), as ``read_image`` gives and
+``write_image`` takes: ``downscale`` returns an LR that carries its metadata and
+``upscale`` reads it back, restoring the exact original size and colour kind.
+Plain arrays work too: HxWx3 uint8 RGB (HxWx4 keeps an alpha plane, resized
+with a classic bicubic filter since IRN only models RGB; HxW grey comes back
+grey), with ``original_size`` passed by hand. The backend is picked once
+(``auto``: the fastest that can run here, falling back with a reason if it
+fails to load) and sessions/engines load lazily on first use. Torch-free.
 """
 
 from __future__ import annotations
@@ -13,20 +16,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .backends import AUTO_ORDER, Backend, BackendOptions, Candidate, candidates, get_spec
 from .errors import IRNError
-from .image_io import resize_alpha
-from .manifest import GraphInfo, ModelManifest, load_manifest
+from .image_io import ImageData, resize_alpha
+from .manifest import GraphInfo, ModelManifest, file_sha256, load_manifest
+from .model_store import DEFAULT_MODEL, find_model_dir
+from .pngmeta import KEY_PREFIX, LRMetadata
 from .tiling import TileConfig, pad_to_multiple, plan_tiles, run_tiled
 from .trt_plan import DEFAULT_MAX_BATCH
 
 __all__ = [
-    "DEFAULT_MODEL_DIR",
     "PRECISIONS",
     "Selection",
     "Rescaler",
@@ -34,7 +38,6 @@ __all__ = [
     "select_backend",
 ]
 
-DEFAULT_MODEL_DIR = Path("build/irn_x4")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 Log = Callable[[str], None]
@@ -92,12 +95,23 @@ def _default_precision(name: str, manifest: ModelManifest) -> str:
 
 
 def _check_precision(name: str, precision: str, manifest: ModelManifest) -> None:
+    """Refuse, before any work, a precision this backend, CPU or model directory cannot run."""
     spec = get_spec(name)
     if precision not in spec.precisions:
         raise IRNError(
             f"backend {name} does not run {precision} (choose from {', '.join(spec.precisions)})"
         )
-    manifest.graph("down", _graph_precision(precision)[0])  # raises a clear error if missing
+    if precision == "bf16" and name == "ov-cpu":
+        from .backends.ov_cpu import cpu_supports_bf16
+
+        if not cpu_supports_bf16():
+            raise IRNError(
+                "--precision bf16: this CPU has no BF16 support (OpenVINO lists none); "
+                "use --precision fp32"
+            )
+    graph_precision = _graph_precision(precision)[0]
+    for direction in ("down", "up"):
+        manifest.graph(direction, graph_precision)  # raises a clear error if missing
 
 
 def select_backend(
@@ -158,6 +172,7 @@ class Rescaler:
         self._batch = batch
         self._log = log
         self._backends: dict[str, Backend] = {}
+        self._verified: set[str] = set()  # graph files whose SHA-256 matched the manifest
         self.tiles_run = 0  # tiles processed since load (for summaries)
         self.seconds = 0.0  # time spent in backends since load
 
@@ -165,7 +180,7 @@ class Rescaler:
     @classmethod
     def load(
         cls,
-        model_dir: str | os.PathLike[str] = DEFAULT_MODEL_DIR,
+        model_dir: str | os.PathLike[str] | None = None,
         backend: str = "auto",
         precision: str = "auto",
         tile: int | None = None,
@@ -174,38 +189,47 @@ class Rescaler:
         threads: int | None = None,
         batch: int | None = None,
         log: Log | None = None,
+        model: str | None = None,
     ) -> Rescaler:
         """Open a model directory (cheap: nothing is compiled until the first image).
 
+        ``model_dir`` is an ``irn-export`` output; without it, ``model`` (default
+        ``irn_x4``) is looked up in the model search path (``irn_trt.runtime.model_store``).
         ``tile`` and ``overlap`` are HR pixels and must be multiples of the scale
         (defaults: the manifest's halo for the overlap, :func:`default_tile_lr`
-        for the tile); ``no_tile`` runs whole images.
+        for the tile); ``no_tile`` runs whole images. Every problem with these
+        arguments, the model directory or the precision is an ``IRNError`` here,
+        before any image is touched.
         """
-        model_dir = Path(model_dir)
-        if not model_dir.exists() and model_dir == DEFAULT_MODEL_DIR:
-            raise IRNError(
-                f"model directory {model_dir} does not exist: run `irn-export --scale 4` first "
-                f"(or pass --model-dir)"
-            )
+        model_dir = (
+            Path(model_dir) if model_dir is not None else find_model_dir(model or DEFAULT_MODEL)
+        )
         manifest = load_manifest(model_dir)
+        if model is not None and manifest.model != model:
+            raise IRNError(f"{model_dir} holds {manifest.model}, not the requested {model}")
         s = manifest.scale
-        for label, value in (("tile", tile), ("overlap", overlap)):
-            if value is not None and (value < 0 or value % s):
-                raise IRNError(
-                    f"--{label} {value} must be a non-negative multiple of the scale {s}"
-                )
+        if tile is not None and (tile <= 0 or tile % s):
+            raise IRNError(f"--tile {tile} must be a positive multiple of the scale {s} (HR px)")
+        if overlap is not None and (overlap < 0 or overlap % s):
+            raise IRNError(
+                f"--overlap {overlap} must be a non-negative multiple of the scale {s} (HR px)"
+            )
         if tile is not None and no_tile:
             raise IRNError("--tile and --no-tile contradict each other")
+        for label, value in (("--threads", threads), ("--batch", batch)):
+            if value is not None and value < 1:
+                raise IRNError(f"{label} must be at least 1, got {value}")
         overlap_lr = manifest.halo if overlap is None else overlap // s
         tile_lr = (
             None if no_tile else (default_tile_lr(manifest.halo) if tile is None else tile // s)
         )
-        if tile_lr is not None:
-            TileConfig(tile_lr, overlap_lr)  # validates tile > 2*overlap with a clear message
+        if tile_lr is not None and tile_lr <= 2 * overlap_lr:
+            raise IRNError(
+                f"--tile {tile_lr * s} must be larger than twice the overlap "
+                f"({overlap_lr * s} HR px{'' if overlap is not None else ', the model halo'})"
+            )
         selection, fallbacks = select_backend(backend, precision, manifest)
-        log = log or _silent
-        log(selection.describe())
-        return cls(
+        rescaler = cls(
             model_dir,
             manifest,
             selection,
@@ -215,8 +239,12 @@ class Rescaler:
             overlap_lr,
             threads,
             batch,
-            log,
+            log or _silent,
         )
+        for direction in ("down", "up"):  # a damaged graph is named now, not per image
+            rescaler._verify_graph(rescaler._graph(direction))
+        rescaler._log(selection.describe())
+        return rescaler
 
     # --- backends ----------------------------------------------------------------------
     @property
@@ -239,6 +267,20 @@ class Rescaler:
     def _graph(self, direction: str) -> GraphInfo:
         return self.manifest.graph(direction, _graph_precision(self.selection.precision)[0])
 
+    def _verify_graph(self, graph: GraphInfo) -> None:
+        """The graph file must be the one the manifest names (hash), else re-export."""
+        if graph.file in self._verified:
+            return
+        path = self.model_dir / graph.file
+        if not path.is_file():
+            raise IRNError(f"{path} is missing; re-export the model with irn-export")
+        if file_sha256(path) != graph.sha256:
+            raise IRNError(
+                f"{path} does not match the SHA-256 in {self.model_dir / 'manifest.json'} "
+                f"(damaged or replaced); re-export the model with irn-export"
+            )
+        self._verified.add(graph.file)
+
     def backend(self, direction: str) -> Backend:
         """The loaded backend for ``down`` or ``up``; falls back (auto) if loading fails."""
         be = self._backends.get(direction)
@@ -248,6 +290,7 @@ class Rescaler:
 
         while True:
             cls = backend_class(self.selection.backend)
+            self._verify_graph(self._graph(direction))
             be = cls(self.model_dir, self.manifest, self._graph(direction), self._options(cls))
             try:
                 be.load()
@@ -325,57 +368,91 @@ class Rescaler:
         return len(plan_tiles(lr_h, lr_w, self.tile_lr, self.overlap_lr))
 
     def downscale(
-        self, image: np.ndarray, on_tile: Callable[[int], None] | None = None
-    ) -> np.ndarray:
-        """HR uint8 (HxWx3, HxWx4 or HxW) -> LR of ceil(H/s) x ceil(W/s), same layout."""
-        rgb, alpha, gray = _split(image)
-        h, w = rgb.shape[:2]
-        lr = self._rescale("down", pad_to_multiple(rgb, self.scale, self.scale), on_tile)
-        if alpha is not None:
-            padded = pad_to_multiple(alpha[:, :, None], self.scale, self.scale)[:, :, 0]
+        self, image: ImageData | np.ndarray, on_tile: Callable[[int], None] | None = None
+    ) -> ImageData | np.ndarray:
+        """HR -> LR of ceil(H/s) x ceil(W/s); returns the type it was given.
+
+        An :class:`ImageData` LR is RGB and carries irn-trt's metadata (model,
+        checkpoint, original size, colour kind) for :meth:`upscale`, plus the
+        input's ICC profile and other text chunks. An array LR has the input's layout.
+        """
+        img = image if isinstance(image, ImageData) else ImageData.from_array(image)
+        s = self.scale
+        w, h = img.size
+        if min(w, h) < s:
+            raise IRNError(f"{w}x{h} is too small to downscale (at least {s}x{s} at x{s})")
+        lr = self._rescale("down", pad_to_multiple(img.rgb, s, s), on_tile)
+        alpha = None
+        notes = []
+        if img.alpha is not None:
+            padded = pad_to_multiple(img.alpha[:, :, None], s, s)[:, :, 0]
             alpha = resize_alpha(padded, (lr.shape[1], lr.shape[0]))
-        return _join(lr, alpha, gray)
+            notes.append(_ALPHA_NOTE)
+        meta = LRMetadata.for_model(self.manifest, img.size, img.kind, alpha is not None)
+        out = ImageData(lr, alpha, "rgb", img.icc_profile, _text_with(img.text, meta), notes)
+        if isinstance(image, ImageData):
+            return out
+        return replace(out, kind=img.kind).to_array()
 
     def upscale(
         self,
-        image: np.ndarray,
+        image: ImageData | np.ndarray,
         original_size: tuple[int, int] | None = None,
         on_tile: Callable[[int], None] | None = None,
-    ) -> np.ndarray:
-        """LR uint8 -> HR; ``original_size`` (width, height) crops the padding of ``downscale``."""
-        rgb, alpha, gray = _split(image)
-        h, w = rgb.shape[:2]
-        hr = self._rescale("up", rgb, on_tile)
-        if alpha is not None:
-            alpha = resize_alpha(alpha, (hr.shape[1], hr.shape[0]))
+    ) -> ImageData | np.ndarray:
+        """LR -> HR; returns the type it was given.
+
+        An :class:`ImageData` LR made by :meth:`downscale` is checked against
+        this model and restored to its original size and colour kind; one
+        without metadata is upscaled with a note (IRN is not super-resolution).
+        For arrays, ``original_size`` (width, height) crops the padding of ``downscale``.
+        """
+        img = image if isinstance(image, ImageData) else ImageData.from_array(image)
+        notes = []
+        kind = img.kind
+        meta = LRMetadata.from_text(img.text) if isinstance(image, ImageData) else None
+        if meta is not None:
+            meta.check_model(self.manifest)
+            meta.check_lr_size(img.size)
+            kind, original_size = meta.kind, meta.original_size
+        elif isinstance(image, ImageData):
+            notes.append(_NO_METADATA_NOTE)
+        w, h = img.size
         if original_size is not None:
             ow, oh = original_size
             if -(-ow // self.scale) != w or -(-oh // self.scale) != h:
                 raise IRNError(
                     f"original size {ow}x{oh} does not match an LR of {w}x{h} at x{self.scale}"
                 )
+        hr = self._rescale("up", img.rgb, on_tile)
+        alpha = None
+        if img.alpha is not None:
+            alpha = resize_alpha(img.alpha, (hr.shape[1], hr.shape[0]))
+            if meta is None or not meta.alpha:
+                notes.append(_ALPHA_NOTE)
+        if original_size is not None:
+            ow, oh = original_size
             hr = hr[:oh, :ow]
             alpha = alpha[:oh, :ow] if alpha is not None else None
-        return _join(np.ascontiguousarray(hr), alpha, gray)
+        out = ImageData(
+            np.ascontiguousarray(hr),
+            None if alpha is None else np.ascontiguousarray(alpha),
+            kind,
+            img.icc_profile,
+            _text_with(img.text, None),
+            notes,
+        )
+        return out if isinstance(image, ImageData) else out.to_array()
 
 
-def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise IRNError(f"expected a uint8 numpy image, got {getattr(image, 'dtype', type(image))}")
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2), None, True
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image, None, False
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, :3]), np.ascontiguousarray(image[:, :, 3]), False
-    raise IRNError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+_ALPHA_NOTE = "alpha channel resized with a bicubic filter (IRN rescales RGB only)"
+_NO_METADATA_NOTE = (
+    "no irn-trt metadata: upscaling anyway, but IRN is not super-resolution "
+    "(only LRs made by irn-trt's down reconstruct well)"
+)
 
 
-def _join(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool) -> np.ndarray:
-    if gray:
-        # ITU-R 601 luma, as PIL's RGB -> L conversion.
-        y = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    if alpha is not None:
-        return np.concatenate([rgb, alpha[:, :, None]], axis=2)
-    return rgb
+def _text_with(text: dict[str, str], meta: LRMetadata | None) -> dict[str, str]:
+    """The source's text chunks without irn-trt's own, plus ``meta``'s when given."""
+    kept = {k: v for k, v in text.items() if not k.startswith(KEY_PREFIX)}
+    return kept | (meta.to_text() if meta is not None else {})

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .api import DEFAULT_MODEL_DIR, Rescaler
+from .api import Rescaler
 from .atomic import write_text_atomic
 from .cli import peak_rss_mb
 from .errors import IRNError, cli_entry
@@ -194,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-bench --configs ov-cpu:fp32,ov-cpu:bf16 --quality ../shared/data/eval/Set5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="irn-export output")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        help="irn-export output (default: irn_x4 from the model search path)",
+    )
     p.add_argument(
         "--configs",
         default="ov-cpu:fp32,ov-cpu:bf16,ort-cpu:fp32",
@@ -234,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         raise IRNError(f"--tiles must be integers, got {args.tiles!r}") from None
     configs = parse_configs(args.configs, tiles)
+    if args.model_dir is None:
+        from .model_store import find_model_dir
+
+        args.model_dir = find_model_dir()
     if args.torch_checkpoint is not None:
         configs.append(BenchConfig(TORCH, "fp32", None))
     common = {

@@ -1,4 +1,12 @@
-"""``irn-trt-run``: downscale / upscale / round-trip images with an exported IRN (torch-free)."""
+"""``irn-trt-run``: downscale / upscale / round-trip images with an exported IRN (torch-free).
+
+A batch is planned before any inference (``runtime/batch.py``): every output
+path is known, collisions are resolved by a fixed naming rule or refused, and
+no file is replaced unless the user named it or passed ``--overwrite``. Then
+each file is read, rescaled and written atomically; one bad file becomes one
+error line and the batch goes on; the summary (and ``--json``) always covers
+what ran.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +15,31 @@ import glob
 import json
 import resource
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from .api import DEFAULT_MODEL_DIR, PRECISIONS, Rescaler
+from .api import PRECISIONS, Rescaler
 from .atomic import write_text_atomic
 from .backends import backend_names
+from .batch import BatchPlan, PlannedJob, Source, plan_batch
 from .errors import IRNError, cli_entry
-from .image_io import IMAGE_SUFFIXES, ImageData, list_images, read_image, to_pil, write_image
-from .metrics import y_psnr_ssim_banded
-from .pngmeta import LRMetadata
+from .image_io import (
+    IMAGE_SUFFIXES,
+    ImageData,
+    list_images,
+    output_format,
+    probe_image,
+    read_image,
+    write_image,
+)
+from .metrics import SSIM_MIN_SIDE, y_quality
+from .model_store import DEFAULT_MODEL, MODELS_ENV
+from .pngmeta import KEY_PREFIX, LRMetadata
 
 __all__ = ["main", "build_parser", "peak_rss_mb"]
 
@@ -32,15 +50,6 @@ MODES = ("auto", "down", "up", "roundtrip")
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-@dataclass
-class Job:
-    """One input file and where its outputs go."""
-
-    src: Path
-    out_dir: Path  # folder for derived names
-    out_file: Path | None = None  # explicit output file (single input, -o FILE)
 
 
 @dataclass
@@ -56,19 +65,30 @@ class ItemResult:
     ssim: float | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    skipped: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Rescale images with an exported IRN model directory. Mode auto upscales "
-        "LR PNGs made by irn-trt and downscales anything else; roundtrip writes both and prints "
-        "PSNR/SSIM against the input.",
+        description="Rescale images with an exported IRN model. Mode auto upscales LR PNGs "
+        "made by irn-trt and downscales anything else; roundtrip writes both and reports "
+        "PSNR/SSIM against the input. The batch is planned first: output names never collide "
+        "and no existing file is replaced unless you named it or pass --overwrite. Written "
+        "paths are printed on stdout (or listed in --json).",
         epilog="examples:\n"
         "  irn-trt-run photo.jpg -o out/                 # -> out/photo_lr.png (x4 smaller)\n"
         "  irn-trt-run out/photo_lr.png -o out/          # -> out/photo_hr.png (original size)\n"
         "  irn-trt-run 'shots/*.png' --mode roundtrip --backend ort-cpu --json -\n"
-        "  irn-trt-run big.jpg --tile 1024 --overlap 64 --precision fp32",
+        "  irn-trt-run big.jpg --model irn_x2 --tile 1024 --overlap 64 --precision fp32\n"
+        "\n"
+        "output names: <stem>_lr.png, <stem>_hr.png (a trailing _lr dropped), "
+        "<stem>_roundtrip.png;\n"
+        "files found in an input folder keep their sub-folder; inputs from different folders "
+        "that\nwould share a name keep their folders; same stem, other extension: "
+        "pic.jpg_lr.png.\n"
+        "model search path (--model): $IRN_TRT_MODELS, the checkout's build/, "
+        "~/.local/share/irn-trt/models",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
@@ -80,12 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: ./irn-out), or a file name for a single input",
     )
     p.add_argument("--mode", choices=MODES, default="auto", help="what to do (default: auto)")
-    p.add_argument(
-        "--model-dir",
-        type=Path,
-        default=DEFAULT_MODEL_DIR,
-        help=f"model directory from irn-export (default: {DEFAULT_MODEL_DIR})",
+    model = p.add_mutually_exclusive_group()
+    model.add_argument(
+        "--model",
+        help=f"exported model to use, found in the model search path (default: {DEFAULT_MODEL}; "
+        f"${MODELS_ENV} adds folders)",
     )
+    model.add_argument("--model-dir", type=Path, help="an irn-export output directory")
     p.add_argument(
         "--backend",
         choices=["auto", *backend_names()],
@@ -99,184 +120,252 @@ def build_parser() -> argparse.ArgumentParser:
         help="arithmetic precision (default: the backend's best validated one)",
     )
     p.add_argument("--tile", type=int, help="tile edge in HR pixels (multiple of the scale)")
-    p.add_argument("--overlap", type=int, help="tile overlap in HR pixels (default: halo x scale)")
+    p.add_argument(
+        "--overlap", type=int, help="tile overlap in HR pixels (default: the model's halo)"
+    )
     p.add_argument(
         "--no-tile", action="store_true", help="run whole images (memory grows with size)"
     )
     p.add_argument("--threads", type=int, help="CPU threads for CPU backends")
     p.add_argument("--batch", type=int, help="tiles per backend call (default: backend's choice)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace output files that already exist"
+    )
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip inputs whose outputs all exist already (resume a batch)",
+    )
     p.add_argument("--json", metavar="PATH", help="write a JSON summary to PATH ('-' = stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
     return p
 
 
-def _expand(inputs: Sequence[str], output: Path) -> tuple[list[Job], list[ItemResult]]:
-    """Files, folders and globs -> jobs; unmatched inputs become failed items."""
-    jobs: list[Job] = []
-    missing: list[ItemResult] = []
-    single_file_out = output.suffix.lower() in IMAGE_SUFFIXES
+# --- planning -----------------------------------------------------------------------------
+
+
+def _find_sources(
+    inputs: Sequence[str], out_dir: Path
+) -> tuple[list[tuple[Path, Path | None]], list[ItemResult]]:
+    """Files, folders and globs -> (file, folder it was found in); misses become failed items.
+
+    A folder scan leaves out what lies under the output folder (earlier outputs
+    are not inputs) and a file named twice is run once.
+    """
+    found: list[tuple[Path, Path | None]] = []
+    failed: list[ItemResult] = []
+    out_resolved = out_dir.resolve()
+    seen: set[Path] = set()
+
+    def add(path: Path, root: Path | None) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append((path, root))
+
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
+            below = out_resolved != path.resolve()  # an output folder inside the input folder
             for f in list_images(path):
-                rel_parent = f.parent.relative_to(path)
-                jobs.append(Job(f, output / rel_parent))
+                if not (below and f.resolve().is_relative_to(out_resolved)):
+                    add(f, path)
         elif path.exists():
-            jobs.append(Job(path, output.parent if single_file_out else output))
+            add(path, None)
         elif glob.has_magic(raw):
             matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
             if not matches:
-                missing.append(ItemResult(raw, error=f"{raw}: no files match"))
-            jobs.extend(Job(m, output.parent if single_file_out else output) for m in matches)
+                failed.append(ItemResult(raw, error=f"{raw}: no files match"))
+            for m in matches:
+                add(m, None)
         else:
-            missing.append(ItemResult(raw, error=f"{raw}: no such file or folder"))
-    if single_file_out:
-        if len(jobs) + len(missing) != 1:
+            failed.append(ItemResult(raw, error=f"{raw}: no such file or folder"))
+    if not found and not failed:
+        raise IRNError(f"no image files in {', '.join(inputs)} ({', '.join(IMAGE_SUFFIXES)})")
+    return found, failed
+
+
+def _resolve_mode(path: Path, requested: str, scale: int) -> str:
+    """The mode one file runs in, from its header alone (no decoding); one-line errors."""
+    header = probe_image(path)
+    mode = requested
+    if requested == "auto":
+        if any(k.startswith(KEY_PREFIX) for k in header.text):
+            try:
+                LRMetadata.from_text(header.text)
+            except IRNError as exc:
+                raise IRNError(
+                    f"{exc}: pass --mode down to downscale it as a plain image"
+                ) from None
+            mode = "up"
+        elif path.stem.endswith("_lr"):
             raise IRNError(
-                f"-o {output} names a file but there are {len(jobs)} inputs; give a folder"
+                "named like an irn-trt LR but carries no irn-trt metadata (stripped by another "
+                "tool?): pass --mode up to upscale it anyway, or --mode down to downscale it"
             )
-        for job in jobs:
-            job.out_file = output
-    return jobs, missing
+        else:
+            mode = "down"
+    w, h = header.size
+    if mode != "up" and min(w, h) < scale:
+        raise IRNError(f"{w}x{h} is too small to downscale (at least {scale}x{scale} at x{scale})")
+    return mode
 
 
-def _out_path(job: Job, kind: str) -> Path:
-    """Output name for ``kind`` in lr/hr/roundtrip; never the input itself."""
-    if job.out_file is not None and kind != "lr-roundtrip":
-        path = job.out_file
-    else:
-        stem = job.src.stem
-        if kind == "hr" and stem.endswith("_lr"):
-            stem = stem[: -len("_lr")]
-        suffix = {"lr": "_lr", "lr-roundtrip": "_lr", "hr": "_hr", "roundtrip": "_roundtrip"}[kind]
-        path = job.out_dir / f"{stem}{suffix}.png"
-    if path.resolve() == job.src.resolve():
-        raise IRNError(f"{job.src}: output would overwrite the input; choose another -o")
+def _check_writable_folder(folder: Path) -> str | None:
+    """None if files can be created in ``folder`` (created later if missing), else why not."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return f"cannot create folder {folder}"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"cannot create folder {folder}: {probe} is a file"
+    try:  # a real probe: permissions, read-only file systems, ACLs all show here
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        return f"cannot write in folder {probe} ({exc.strerror or exc})"
+    return None
+
+
+def _check_json_target(target: str) -> Path | None:
+    if target == "-":
+        return None
+    path = Path(target)
+    if path.is_dir():
+        raise IRNError(f"--json {target} is a folder; give a file path (or - for stdout)")
+    problem = _check_writable_folder(path.parent)
+    if problem:
+        raise IRNError(f"--json {target}: {problem}")
     return path
 
 
+def _plan(
+    args: argparse.Namespace, scale: int, json_path: Path | None
+) -> tuple[BatchPlan, list[ItemResult]]:
+    single_file_out = args.output.suffix.lower() in IMAGE_SUFFIXES
+    out_dir = args.output.parent if single_file_out else args.output
+    found, failed = _find_sources(args.inputs, out_dir)
+    if single_file_out:
+        if len(found) + len(failed) != 1:
+            raise IRNError(
+                f"-o {args.output} names a file but there are {len(found) + len(failed)} "
+                f"inputs; give a folder"
+            )
+        output_format(args.output)
+    sources: list[Source] = []
+    for path, root in found:
+        try:
+            sources.append(Source(path, _resolve_mode(path, args.mode, scale), root))
+        except IRNError as exc:
+            failed.append(ItemResult(str(path), error=_with_path(path, exc)))
+    lr_named = single_file_out and sources and sources[0].mode == "down"
+    if lr_named and args.output.suffix.lower() != ".png":
+        raise IRNError(f"-o {args.output}: the LR must be a PNG (lossless, keeps metadata)")
+    reserved = {str(json_path): "--json summary"} if json_path else {}
+    plan = plan_batch(
+        sources,
+        out_dir,
+        args.output if single_file_out and sources else None,
+        overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
+        reserved=reserved,
+    )
+    folders = sorted({p.parent for job in plan.jobs for p in job.outputs.values()})
+    for folder in folders:
+        problem = _check_writable_folder(folder)
+        if problem:
+            plan.conflicts.append(f"output: {problem}")
+    return plan, failed
+
+
+def _with_path(path: Path | str, exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, (IRNError, MemoryError)):
+        text = f"{type(exc).__name__}: {text}"  # an unexpected failure: say what kind
+    if isinstance(exc, MemoryError):
+        text = "out of memory (try a smaller --tile)"
+    return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
+# --- running ------------------------------------------------------------------------------
+
+
 class Runner:
-    """Processes jobs one by one with one Rescaler; one failed file never stops the batch."""
+    """Runs planned jobs one by one with one Rescaler; one failed file never stops the batch."""
 
-    def __init__(self, rescaler: Rescaler, mode: str, quiet: bool) -> None:
+    def __init__(
+        self,
+        rescaler: Rescaler,
+        info: Callable[[str], None],
+        warn: Callable[[str], None],
+        progress: bool,
+    ) -> None:
         self.rescaler = rescaler
-        self.mode = mode
-        self.quiet = quiet
+        self.info = info
+        self.warn = warn
+        self.progress = progress
 
-    def _warn(self, item: ItemResult, msg: str) -> None:
-        item.warnings.append(msg)
-        tqdm.write(f"{PROG}: warning: {item.input}: {msg}", file=sys.stderr)
+    def _notes(self, item: ItemResult, image: ImageData) -> None:
+        for note in image.notes:
+            if note not in item.warnings:
+                item.warnings.append(note)
+                self.warn(f"{item.input}: {note}")
 
-    def _bar(self, total: int, desc: str) -> tqdm:
-        return tqdm(total=total, desc=desc, unit="tile", leave=False, disable=self.quiet)
+    def _rescale(self, direction: str, image: ImageData, item: ItemResult) -> ImageData:
+        r = self.rescaler
+        h, w = image.rgb.shape[:2]
+        n = r.count_tiles(h, w, direction)
+        bar = tqdm(total=n, desc=direction, unit="tile", leave=False, disable=not self.progress)
+        with bar:
+            if direction == "down":
+                out = r.downscale(image, on_tile=bar.update)
+                item.megapixels += h * w / 1e6
+            else:
+                out = r.upscale(image, on_tile=bar.update)
+                item.megapixels += out.rgb.shape[0] * out.rgb.shape[1] / 1e6
+        self._notes(item, out)
+        return out
 
-    def run(self, job: Job) -> ItemResult:
-        item = ItemResult(str(job.src))
+    def _write(self, item: ItemResult, path: Path, image: ImageData) -> None:
+        write_image(path, image)
+        item.outputs.append(str(path))
+
+    def run(self, job: PlannedJob) -> ItemResult:
+        src = job.source.path
+        item = ItemResult(str(src), mode=job.source.mode)
         t0 = time.perf_counter()
         tiles0 = self.rescaler.tiles_run
         try:
-            img = read_image(job.src)
-            for note in img.notes:
-                self._warn(item, note)
-            meta = LRMetadata.from_text(img.text, str(job.src))
-            mode = self.mode if self.mode != "auto" else ("up" if meta is not None else "down")
-            item.mode = mode
+            img = read_image(src)
             item.size = img.size
-            s = self.rescaler.scale
-            if min(img.size) < s and mode != "up":
-                raise IRNError(
-                    f"{job.src}: {img.size[0]}x{img.size[1]} is too small to downscale "
-                    f"(at least {s}x{s} at x{s})"
-                )
-            if mode == "down":
-                self._down(job, img, item, "lr")
-            elif mode == "up":
-                self._up(job, img, meta, item)
+            self._notes(item, img)
+            if job.source.mode == "down":
+                self._write(item, job.outputs["lr"], self._rescale("down", img, item))
+            elif job.source.mode == "up":
+                self._write(item, job.outputs["hr"], self._rescale("up", img, item))
             else:
-                self._roundtrip(job, img, item)
-        except IRNError as exc:
-            item.error = str(exc) if str(exc).startswith(str(job.src)) else f"{job.src}: {exc}"
-        except MemoryError:
-            item.error = f"{job.src}: out of memory (try a smaller --tile)"
+                lr = self._rescale("down", img, item)
+                self._write(item, job.outputs["lr"], lr)
+                hr = self._rescale("up", lr, item)
+                self._write(item, job.outputs["roundtrip"], hr)
+                s = self.rescaler.scale
+                border = s if min(img.size) > 2 * s else 0
+                item.psnr, item.ssim = y_quality(hr.rgb, img.rgb, border)
+                if item.ssim is None:
+                    note = f"SSIM not reported: under {SSIM_MIN_SIDE} px a side (its window)"
+                    item.warnings.append(note)
+                    self.warn(f"{src}: {note}")
+                ssim = "n/a" if item.ssim is None else f"{item.ssim:.4f}"
+                self.info(f"{src}: round trip Y-PSNR {item.psnr:.2f} dB, SSIM {ssim}")
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # any failure of one file: one line, and the batch goes on
+            item.error = _with_path(src, exc)
         item.seconds = time.perf_counter() - t0
         item.tiles = self.rescaler.tiles_run - tiles0
         return item
-
-    def _down_array(self, img: ImageData, item: ItemResult) -> tuple[np.ndarray, np.ndarray | None]:
-        r = self.rescaler
-        if img.alpha is not None:
-            self._warn(item, "alpha channel resized with a bicubic filter (IRN rescales RGB only)")
-        src = img.rgb if img.alpha is None else np.dstack([img.rgb, img.alpha])
-        n = r.count_tiles(img.rgb.shape[0], img.rgb.shape[1], "down")
-        with self._bar(n, "down") as bar:
-            out = r.downscale(src, on_tile=bar.update)
-        item.megapixels += img.rgb.shape[0] * img.rgb.shape[1] / 1e6
-        if img.alpha is None:
-            return out, None
-        return np.ascontiguousarray(out[:, :, :3]), np.ascontiguousarray(out[:, :, 3])
-
-    def _down(
-        self, job: Job, img: ImageData, item: ItemResult, kind: str
-    ) -> tuple[np.ndarray, ...]:
-        target = _out_path(job, kind)
-        if target.suffix.lower() != ".png":
-            raise IRNError(f"{target}: the LR must be a PNG (lossless, carries the metadata)")
-        lr, alpha = self._down_array(img, item)
-        meta = LRMetadata.for_model(self.rescaler.manifest, img.size, img.kind, alpha is not None)
-        write_image(target, to_pil(lr, alpha, "rgb"), meta.to_pnginfo())
-        item.outputs.append(str(target))
-        return lr, alpha, meta
-
-    def _up_array(
-        self,
-        lr: np.ndarray,
-        alpha: np.ndarray | None,
-        original_size: tuple[int, int] | None,
-        item: ItemResult,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        r = self.rescaler
-        src = lr if alpha is None else np.dstack([lr, alpha])
-        n = r.count_tiles(lr.shape[0], lr.shape[1], "up")
-        with self._bar(n, "up") as bar:
-            out = r.upscale(src, original_size=original_size, on_tile=bar.update)
-        item.megapixels += out.shape[0] * out.shape[1] / 1e6
-        if alpha is None:
-            return out, None
-        return np.ascontiguousarray(out[:, :, :3]), np.ascontiguousarray(out[:, :, 3])
-
-    def _up(self, job: Job, img: ImageData, meta: LRMetadata | None, item: ItemResult) -> None:
-        kind = "rgb"
-        original = None
-        if meta is None:
-            self._warn(
-                item,
-                "no irn-trt metadata: upscaling anyway, but IRN is not super-resolution "
-                "(only LRs made by irn-trt's down reconstruct well)",
-            )
-            if img.alpha is not None:
-                self._warn(
-                    item, "alpha channel resized with a bicubic filter (IRN rescales RGB only)"
-                )
-        else:
-            meta.check_model(self.rescaler.manifest, str(job.src))
-            meta.check_lr_size(img.size, str(job.src))
-            kind, original = meta.kind, meta.original_size
-        hr, alpha = self._up_array(img.rgb, img.alpha, original, item)
-        target = _out_path(job, "hr")
-        write_image(target, to_pil(hr, alpha, kind))
-        item.outputs.append(str(target))
-
-    def _roundtrip(self, job: Job, img: ImageData, item: ItemResult) -> None:
-        lr, alpha, meta = self._down(job, img, item, "lr-roundtrip")
-        hr, hr_alpha = self._up_array(lr, alpha, meta.original_size, item)
-        target = _out_path(job, "roundtrip")
-        write_image(target, to_pil(hr, hr_alpha, img.kind))
-        item.outputs.append(str(target))
-        border = self.rescaler.scale if min(img.size) > 2 * self.rescaler.scale else 0
-        # Banded: a full-image float64 SSIM would cost more memory than a tile.
-        item.psnr, item.ssim = y_psnr_ssim_banded(hr, img.rgb, border)
-        if not self.quiet:
-            tqdm.write(f"{job.src}: round trip Y-PSNR {item.psnr:.2f} dB, SSIM {item.ssim:.4f}")
 
 
 def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float) -> dict:
@@ -287,10 +376,13 @@ def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float)
         "precision": sel.precision if sel else None,
         "backend_reason": sel.describe() if sel else None,
         "model": rescaler.manifest.model if rescaler else None,
+        "model_dir": str(rescaler.model_dir) if rescaler else None,
         "tile": rescaler.tile_lr * rescaler.scale if rescaler and rescaler.tile_lr else None,
         "overlap": rescaler.overlap_lr * rescaler.scale if rescaler else None,
         "files": len(items),
         "failed": sum(1 for i in items if i.error),
+        "skipped": sum(1 for i in items if i.skipped),
+        "outputs": [o for i in items for o in i.outputs],
         "tiles": sum(i.tiles for i in items),
         "seconds": round(seconds, 3),
         "megapixels": round(mp, 4),
@@ -303,18 +395,23 @@ def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float)
 @cli_entry(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        raise IRNError(f"--threads must be at least 1, got {args.threads}")
-    if args.batch is not None and args.batch < 1:
-        raise IRNError(f"--batch must be at least 1, got {args.batch}")
-    jobs, items = _expand(args.inputs, args.output)
+    json_to_stdout = args.json == "-"
+    progress = not args.quiet and sys.stderr.isatty()
 
     def info(msg: str) -> None:
         if not args.quiet:
-            print(f"{PROG}: {msg}", file=sys.stderr)
+            _stderr_line(f"{PROG}: {msg}")
 
+    def warn(msg: str) -> None:
+        _stderr_line(f"{PROG}: warning: {msg}")
+
+    def error(msg: str) -> None:
+        _stderr_line(f"{PROG}: error: {msg}")
+
+    json_path = _check_json_target(args.json) if args.json else None
     rescaler = Rescaler.load(
         args.model_dir,
+        model=args.model,
         backend=args.backend,
         precision=args.precision,
         tile=args.tile,
@@ -324,30 +421,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch,
         log=info,
     )
-    runner = Runner(rescaler, args.mode, args.quiet)
+    plan, items = _plan(args, rescaler.scale, json_path)
+    if plan.conflicts:
+        for line in plan.conflicts:
+            error(line)
+        raise IRNError(
+            f"refused: {len(plan.conflicts)} output conflict(s) above; nothing was run or written"
+        )
+    for item in items:  # inputs that matched nothing or cannot run
+        error(item.error or "")
+    for job in plan.skipped:
+        items.append(ItemResult(str(job.source.path), mode=job.source.mode, skipped=True))
+        info(f"{job.source.path}: outputs exist, skipped")
+    runner = Runner(rescaler, info, warn, progress)
     t0 = time.perf_counter()
-    for item in items:  # inputs that matched nothing
-        print(f"{PROG}: error: {item.error}", file=sys.stderr)
-    for job in tqdm(jobs, desc="files", unit="file", disable=args.quiet or len(jobs) < 2):
-        item = runner.run(job)
-        if item.error:
-            tqdm.write(f"{PROG}: error: {item.error}", file=sys.stderr)
-        items.append(item)
+    interrupted = False
+    try:
+        no_files_bar = not progress or len(plan.jobs) < 2
+        for job in tqdm(plan.jobs, desc="files", unit="file", disable=no_files_bar):
+            item = runner.run(job)
+            items.append(item)
+            if item.error:
+                error(item.error)
+            elif not json_to_stdout:
+                for path in item.outputs:
+                    print(path, flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
     seconds = time.perf_counter() - t0
     summary = _summary(rescaler, items, seconds)
-    ok = summary["files"] - summary["failed"]
+    summary["interrupted"] = interrupted
+    ok = summary["files"] - summary["failed"] - summary["skipped"]
     info(
-        f"{ok}/{summary['files']} files, {summary['tiles']} tiles, {seconds:.1f} s, "
+        f"{ok}/{summary['files']} files done"
+        + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
+        + (f", {summary['failed']} failed" if summary["failed"] else "")
+        + f", {summary['tiles']} tiles, {seconds:.1f} s, "
         f"{summary['megapixels_per_s'] or 0:.3f} MP/s, backend {summary['backend']} "
         f"{summary['precision']}, peak RSS {summary['peak_rss_mb']:.0f} MiB"
     )
     if args.json:
         text = json.dumps(summary, indent=2) + "\n"
-        if args.json == "-":
+        if json_to_stdout:
             sys.stdout.write(text)
+            sys.stdout.flush()
         else:
-            write_text_atomic(args.json, text)
+            try:
+                write_text_atomic(json_path, text)
+            except OSError as exc:
+                error(f"--json {json_path}: cannot write ({exc.strerror or exc})")
+                return 1
+    if interrupted:
+        raise KeyboardInterrupt
     return 1 if summary["failed"] else 0
+
+
+def _stderr_line(text: str) -> None:
+    """One line on stderr that does not tear a progress bar."""
+    tqdm.write(text, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,11 @@ __all__ = [
     "read_rgb",
     "list_images",
     "ImageData",
+    "ImageHeader",
+    "KINDS",
+    "probe_image",
     "read_image",
+    "output_format",
     "resize_alpha",
     "to_pil",
     "write_image",
@@ -57,7 +62,7 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[
     return sorted(files)
 
 
-# --- full image I/O for the runtime: alpha, colour modes, bit depth, metadata --------
+# --- full image I/O for the runtime: alpha, colour modes, bit depth, ICC, metadata ------
 
 _MODE_KIND = {
     "L": "gray",
@@ -67,36 +72,125 @@ _MODE_KIND = {
     "I;16B": "gray",
     "I;16L": "gray",
     "I": "gray",
+    "F": "gray",
     "P": "palette",
     "PA": "palette",
 }
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+KINDS = ("rgb", "gray", "palette")
 
 
 @dataclass
 class ImageData:
-    """An image as the runtime sees it: RGB uint8 plus what is needed to write it back.
+    """An image as the runtime passes it around: RGB uint8 plus what is needed to write it back.
 
-    ``kind`` is the source colour kind ("rgb", "gray", "palette") so outputs can
-    be converted back; ``alpha`` is kept aside (IRN only rescales RGB);
-    ``notes`` are one-line warnings for the user; ``text`` the PNG text chunks.
+    ``Rescaler.downscale`` / ``upscale`` take and return this type, so colour
+    handling lives here and in the Rescaler, not in each caller:
+    ``kind`` is the colour kind to write back ("rgb", "gray", "palette");
+    ``alpha`` is kept aside (IRN rescales RGB only); ``icc_profile`` travels
+    to every output; ``text`` holds PNG text chunks (irn-trt's LR metadata among
+    them); ``notes`` are one-line warnings for the user. EXIF orientation is
+    already applied to the pixels.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     kind: str = "rgb"
-    notes: list[str] = field(default_factory=list)
+    icc_profile: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        rgb = self.rgb
+        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8:
+            raise IRNError(f"expected a uint8 image, got {getattr(rgb, 'dtype', type(rgb))}")
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise IRNError(f"expected HxWx3 RGB pixels, got shape {rgb.shape}")
+        if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+            raise IRNError(f"empty image ({rgb.shape[1]}x{rgb.shape[0]} pixels)")
+        if self.alpha is not None and self.alpha.shape != rgb.shape[:2]:
+            raise IRNError(f"alpha plane {self.alpha.shape} does not match {rgb.shape[:2]}")
+        if self.kind not in KINDS:
+            raise IRNError(f"unknown colour kind {self.kind!r} (one of {', '.join(KINDS)})")
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
+    @classmethod
+    def from_array(cls, image: np.ndarray) -> ImageData:
+        """HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA) uint8 -> ImageData."""
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            raise IRNError(
+                f"expected a uint8 numpy image, got {getattr(image, 'dtype', type(image))}"
+            )
+        if image.ndim == 2:
+            return cls(np.repeat(image[:, :, None], 3, axis=2), kind="gray")
+        if image.ndim == 3 and image.shape[2] == 3:
+            return cls(image)
+        if image.ndim == 3 and image.shape[2] == 4:
+            rgb = np.ascontiguousarray(image[:, :, :3])
+            return cls(rgb, alpha=np.ascontiguousarray(image[:, :, 3]))
+        raise IRNError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+    def to_array(self) -> np.ndarray:
+        """The inverse of :meth:`from_array`: grey as HxW, alpha as a fourth channel."""
+        if self.kind == "gray":
+            y = self.rgb.astype(np.float32) @ _LUMA  # ITU-R 601, as PIL's RGB -> L
+            gray = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+            return gray if self.alpha is None else np.dstack([gray, self.alpha])
+        if self.alpha is not None:
+            return np.concatenate([self.rgb, self.alpha[:, :, None]], axis=2)
+        return self.rgb
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What planning a batch needs of a file, read without decoding its pixels."""
+
+    size: tuple[int, int]  # (width, height) after EXIF orientation
+    text: dict[str, str]  # text chunks stored before the pixel data (irn-trt's are)
+
+
+def _open_errors(path: Path, exc: BaseException) -> IRNError:
+    if isinstance(exc, FileNotFoundError):
+        return IRNError(f"{path}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return IRNError(f"{path}: is a folder, not an image")
+    if isinstance(exc, UnidentifiedImageError):
+        return IRNError(f"{path}: not an image file (or an unsupported format)")
+    if isinstance(exc, PermissionError):
+        return IRNError(f"{path}: cannot read (permission denied)")
+    return IRNError(f"{path}: cannot read image ({exc})")
+
+
+_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def probe_image(path: str | os.PathLike[str]) -> ImageHeader:
+    """Size and leading text chunks of an image file (no pixel decoding; one-line errors)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+            if orientation in (5, 6, 7, 8):  # EXIF says rotate by 90 degrees
+                w, h = h, w
+            text = {str(k): str(v) for k, v in im.info.items() if isinstance(v, str)}
+    except _READ_ERRORS as exc:
+        raise _open_errors(path, exc) from None
+    return ImageHeader((w, h), text)
+
 
 def _source_bit_depth(im: Image.Image, path: Path) -> int:
     """Bits per sample of the file (PNG IHDR / TIFF tag); 8 when unknown."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return 16
+    if im.mode in _WIDE_GRAY_MODES:
+        return 32 if im.mode in ("I", "F") and im.format == "TIFF" else 16
     if im.format == "PNG":
         with open(path, "rb") as fh:
             head = fh.read(25)
@@ -108,48 +202,67 @@ def _source_bit_depth(im: Image.Image, path: Path) -> int:
     return 8
 
 
+def _to_srgb(im: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Image.Image, bytes]:
+    """A CMYK (or other device-space) image -> sRGB, through its ICC profile when it has one."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.createProfile("sRGB")
+    srgb_bytes = ImageCms.ImageCmsProfile(srgb).tobytes()
+    if icc:
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            out = ImageCms.profileToProfile(im, src, srgb, outputMode="RGB")
+            notes.append(f"{im.mode} input converted to sRGB through its ICC profile")
+            return out, srgb_bytes
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: fall through to the plain conversion
+    notes.append(f"{im.mode} input converted to RGB without colour management (no usable ICC)")
+    return im.convert("RGB"), srgb_bytes
+
+
 def read_image(path: str | os.PathLike[str]) -> ImageData:
     """Read any supported image for rescaling (EXIF orientation applied).
 
     Grayscale and palette images become RGB (``kind`` remembers them); an alpha
-    channel is split off; more than 8 bits per sample are reduced to 8 with a note.
+    channel is split off; more than 8 bits per sample are reduced to 8 with a note;
+    CMYK becomes sRGB (colour-managed when the file has a profile) with a note;
+    the ICC profile is kept for the outputs.
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
             text = {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+            icc = im.info.get("icc_profile") or None
             bits = _source_bit_depth(im, path)
             im = ImageOps.exif_transpose(im)
             kind = _MODE_KIND.get(im.mode, "rgb")
             notes = []
             if bits > 8:
                 notes.append(f"{bits}-bit input reduced to 8 bits per channel")
-            has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-                im.mode == "P" and "transparency" in im.info
-            )
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr16 = np.asarray(im, dtype=np.float64)
-                gray = np.clip(np.round(arr16 / 257.0), 0, 255).astype(np.uint8)
+            has_alpha = im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
+            alpha = None
+            if im.mode in _WIDE_GRAY_MODES:
+                wide = np.asarray(im, dtype=np.float64)
+                if im.mode != "F":
+                    wide = wide / 257.0  # 16-bit range -> 8-bit range
+                else:
+                    wide = wide * (255.0 if wide.max(initial=0.0) <= 1.0 else 1.0)
+                gray = np.clip(np.round(wide), 0, 255).astype(np.uint8)
                 rgb = np.repeat(gray[:, :, None], 3, axis=2)
-                alpha = None
             elif has_alpha:
                 rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
                 rgb, alpha = rgba[:, :, :3].copy(), rgba[:, :, 3].copy()
                 if alpha.min() == 255:
                     alpha = None  # fully opaque: nothing to carry along
+            elif im.mode in ("CMYK", "LAB", "YCbCr", "HSV"):
+                im, icc = _to_srgb(im, icc if im.mode == "CMYK" else None, notes)
+                rgb = np.asarray(im, dtype=np.uint8).copy()
             else:
                 rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-                alpha = None
-    except FileNotFoundError:
-        raise IRNError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise IRNError(f"{path}: is a folder, not an image") from None
-    except UnidentifiedImageError:
-        raise IRNError(f"{path}: not an image file (or an unsupported format)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise IRNError(f"{path}: cannot read image ({exc})") from None
-    return ImageData(rgb=rgb, alpha=alpha, kind=kind, notes=notes, text=text)
+    except _READ_ERRORS as exc:
+        raise _open_errors(path, exc) from None
+    return ImageData(rgb=rgb, alpha=alpha, kind=kind, icc_profile=icc, text=text, notes=notes)
 
 
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -174,26 +287,42 @@ def to_pil(rgb: np.ndarray, alpha: np.ndarray | None = None, kind: str = "rgb") 
     return im
 
 
-def write_image(
-    path: str | os.PathLike[str],
-    image: Image.Image,
-    pnginfo: PngInfo | None = None,
-) -> Path:
-    """Write ``image`` atomically; the format follows the suffix (PNG text only for PNG)."""
+def output_format(path: str | os.PathLike[str]) -> str:
+    """PIL's format name for an output path's suffix, or a one-line error."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise IRNError(f"{path}: unknown output image format {path.suffix!r}")
-    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")  # JPEG has no alpha / palette
+    if fmt is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise IRNError(
+            f"{path}: unknown output image format {path.suffix!r} "
+            f"(use one of {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return fmt
+
+
+def write_image(path: str | os.PathLike[str], image: ImageData) -> Path:
+    """Write ``image`` atomically; the format follows the suffix.
+
+    PNG keeps the text chunks (irn-trt's LR metadata); the ICC profile goes to
+    every format that stores one.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    pil = to_pil(image.rgb, image.alpha, image.kind)
+    if fmt == "JPEG" and pil.mode not in ("RGB", "L"):
+        pil = pil.convert("RGB")  # JPEG has no alpha / palette
     kwargs: dict[str, object] = {}
-    if fmt == "PNG" and pnginfo is not None:
-        kwargs["pnginfo"] = pnginfo
+    if fmt == "PNG" and image.text:
+        info = PngInfo()
+        for k, v in image.text.items():
+            info.add_text(k, v)
+        kwargs["pnginfo"] = info
+    if image.icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        kwargs["icc_profile"] = image.icc_profile
     if fmt == "JPEG":
         kwargs["quality"] = 95
     try:
         with atomic_path(path) as tmp:
-            image.save(tmp, format=fmt, **kwargs)
+            pil.save(tmp, format=fmt, **kwargs)
     except OSError as exc:
         raise IRNError(f"{path}: cannot write ({exc})") from None
     return path

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rgb_to_y", "psnr", "ssim", "y_psnr_ssim", "y_psnr_ssim_banded", "shave"]
+__all__ = [
+    "SSIM_MIN_SIDE",
+    "rgb_to_y",
+    "psnr",
+    "ssim",
+    "shave",
+    "y_psnr_ssim",
+    "y_psnr_ssim_banded",
+    "y_quality",
+]
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
 
@@ -115,3 +124,21 @@ def y_psnr_ssim_banded(
     mse = sq_err / (h * w)
     p = float("inf") if mse == 0 else float(10.0 * np.log10(255.0 * 255.0 / mse))
     return p, ssim_sum / (rows * (w - 10))
+
+
+#: The SSIM window's side: smaller images have no SSIM.
+SSIM_MIN_SIDE = 11
+
+
+def y_quality(test: np.ndarray, ref: np.ndarray, border: int = 0) -> tuple[float, float | None]:
+    """Y-PSNR and SSIM of images of any size (banded, bounded memory).
+
+    SSIM is ``None`` when less than ``SSIM_MIN_SIDE`` pixels a side remain after
+    the border: its 11x11 window does not fit. PSNR is always given.
+    """
+    if test.shape != ref.shape:
+        raise ValueError(f"image sizes differ: {test.shape} vs {ref.shape}")
+    t, r = shave(test, border), shave(ref, border)
+    if min(t.shape[:2]) < SSIM_MIN_SIDE:
+        return psnr(rgb_to_y(t), rgb_to_y(r)), None
+    return y_psnr_ssim_banded(t, r, 0)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from PIL.PngImagePlugin import PngInfo
-
 from .errors import IRNError
 from .manifest import ModelManifest
 
@@ -51,14 +49,8 @@ class LRMetadata:
             f"{KEY_PREFIX}alpha": "bicubic" if self.alpha else "none",
         }
 
-    def to_pnginfo(self) -> PngInfo:
-        info = PngInfo()
-        for k, v in self.to_text().items():
-            info.add_text(k, v)
-        return info
-
     @classmethod
-    def from_text(cls, text: dict[str, str], source: str = "image") -> LRMetadata | None:
+    def from_text(cls, text: dict[str, str]) -> LRMetadata | None:
         """Parse the chunks; ``None`` if the image has no irn-trt metadata at all."""
         ours = {k[len(KEY_PREFIX) :]: v for k, v in text.items() if k.startswith(KEY_PREFIX)}
         if not ours:
@@ -79,12 +71,12 @@ class LRMetadata:
                 alpha=ours.get("alpha", "none") != "none",
             )
         except (KeyError, ValueError) as exc:
-            raise IRNError(f"{source}: damaged irn-trt metadata ({exc})") from None
+            raise IRNError(f"damaged irn-trt metadata ({exc})") from None
         if meta.scale < 1 or min(meta.original_size) < 1:
-            raise IRNError(f"{source}: damaged irn-trt metadata (scale/size out of range)")
+            raise IRNError("damaged irn-trt metadata (scale/size out of range)")
         return meta
 
-    def check_model(self, manifest: ModelManifest, source: str = "image") -> None:
+    def check_model(self, manifest: ModelManifest) -> None:
         """Refuse an LR made by another model: IRN's LR only inverts with its own network."""
         if (self.model, self.checkpoint_sha256, self.scale) != (
             manifest.model,
@@ -92,18 +84,18 @@ class LRMetadata:
             manifest.scale,
         ):
             raise IRNError(
-                f"{source} was downscaled by {self.model} x{self.scale} (checkpoint "
+                f"LR downscaled by {self.model} x{self.scale} (checkpoint "
                 f"{self.checkpoint_sha256[:12]}), but the model directory holds {manifest.model} "
                 f"x{manifest.scale} (checkpoint {manifest.checkpoint_sha256[:12]}); "
-                f"use the model directory that made it (--model-dir)"
+                f"use the model that made it (--model / --model-dir)"
             )
 
-    def check_lr_size(self, lr_size: tuple[int, int], source: str = "image") -> None:
+    def check_lr_size(self, lr_size: tuple[int, int]) -> None:
         """The LR must be the padded original divided by the scale."""
         w, h = self.original_size
         want = (-(-w // self.scale), -(-h // self.scale))
         if tuple(lr_size) != want:
             raise IRNError(
-                f"{source} is {lr_size[0]}x{lr_size[1]} but its metadata says it was made from "
+                f"LR is {lr_size[0]}x{lr_size[1]} but its metadata says it was made from "
                 f"{w}x{h} at x{self.scale} (expected {want[0]}x{want[1]}); was it resized?"
             )

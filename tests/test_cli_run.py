@@ -1,8 +1,13 @@
-"""``irn-trt-run`` end to end on ort-cpu with a real exported (random-weight) IRN x4."""
+"""``irn-trt-run`` end to end on ort-cpu with a real exported (random-weight) IRN x4.
+
+Each scenario of the first-time-user report (issue 12) runs here as the exact
+CLI call in a temp folder: nothing is lost, every failure is one line.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +36,19 @@ def _errors(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if "error:" in ln]
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _save_lr(path: Path, meta: LRMetadata, size: tuple[int, int] = (10, 10)) -> None:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for k, v in meta.to_text().items():
+        info.add_text(k, v)
+    Image.new("RGB", size, (90, 120, 30)).save(path, pnginfo=info)
+
+
 @pytest.fixture(scope="module")
 def odd_image(tmp_path_factory, set5_dir: Path) -> Path:
     """A 61x45 crop: neither side divisible by the scale 4."""
@@ -47,7 +65,7 @@ def test_help_has_an_example() -> None:
         text=True,
         check=True,
     )
-    assert "example" in out.stdout and "--mode" in out.stdout and "--no-tile" in out.stdout
+    assert "example" in out.stdout and "--mode" in out.stdout and "--overwrite" in out.stdout
 
 
 def test_roundtrip_then_down_up_restore_odd_sizes(
@@ -57,14 +75,16 @@ def test_roundtrip_then_down_up_restore_odd_sizes(
     out = tmp_path / "rt"
     code, stdout, err = _run(
         capsys, str(odd_image), "-o", str(out), "--mode", "roundtrip", "--model-dir", md,
-        "--backend", "ort-cpu", "--json", "-", "--quiet",
+        "--backend", "ort-cpu", "--json", "-",
     )  # fmt: skip
     assert code == 0, err
-    summary = json.loads(stdout)
+    summary = json.loads(stdout)  # stdout is JSON only, even without --quiet
+    assert "round trip Y-PSNR" in err  # the human line goes to stderr
     assert summary["backend"] == "ort-cpu" and summary["precision"] == "fp32"
     assert summary["failed"] == 0 and summary["tiles"] == 2  # one down tile, one up tile
+    assert summary["outputs"] == [str(out / "bird_lr.png"), str(out / "bird_roundtrip.png")]
     item = summary["items"][0]
-    assert item["psnr"] is not None and item["megapixels"] > 0
+    assert item["psnr"] is not None and item["ssim"] is not None and item["megapixels"] > 0
     lr = read_image(out / "bird_lr.png")
     assert lr.size == (16, 12)  # ceil(61/4) x ceil(45/4)
     meta = LRMetadata.from_text(lr.text)
@@ -73,35 +93,219 @@ def test_roundtrip_then_down_up_restore_odd_sizes(
     rt = read_image(out / "bird_roundtrip.png")
     assert rt.size == (61, 45)
 
-    # auto: a plain image is downscaled, an irn-trt LR is upscaled to the original size.
-    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(tmp_path / "a"))
+    # auto: a plain image is downscaled, an irn-trt LR is upscaled to the original size;
+    # each written path is printed on stdout.
+    code, stdout, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(tmp_path / "a"))
     assert code == 0, err
     lr2 = tmp_path / "a" / "bird_lr.png"
+    assert stdout.splitlines() == [str(lr2)]
     np.testing.assert_array_equal(read_image(lr2).rgb, lr.rgb)
-    code, _, err = _ort(capsys, tmp_model_dir, str(lr2), "-o", str(tmp_path / "b"))
+    code, stdout, err = _ort(capsys, tmp_model_dir, str(lr2), "-o", str(tmp_path / "b"))
     assert code == 0, err
+    assert stdout.splitlines() == [str(tmp_path / "b" / "bird_hr.png")]
     hr = read_image(tmp_path / "b" / "bird_hr.png")
     assert hr.size == (61, 45)
     np.testing.assert_array_equal(hr.rgb, rt.rgb)
     assert "warning" not in err
 
 
-def test_up_without_metadata_warns(capsys, tmp_path: Path, tmp_model_dir, odd_image: Path) -> None:
-    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "--mode", "up", "-o", str(tmp_path))
-    assert code == 0
-    assert "IRN is not super-resolution" in err
-    assert read_image(tmp_path / "bird_hr.png").size == (61 * 4, 45 * 4)
+def test_batch_never_overwrites_its_own_inputs(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    """Scenario 1: a.png and a_lr.png in one folder, -o that folder: refused, nothing touched."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(odd_image.read_bytes())
+    meta = LRMetadata.for_model(tmp_model_dir.manifest, (40, 40), "rgb", False)
+    _save_lr(folder / "a_lr.png", meta)
+    before = _tree(folder)
+    code, stdout, err = _ort(capsys, tmp_model_dir, str(folder), "-o", str(folder))
+    assert code == 2
+    errors = _errors(err)
+    assert any("a.png: output" in e and "a_lr.png is an input of this batch" in e for e in errors)
+    assert "nothing was run or written" in errors[-1]
+    assert _tree(folder) == before and stdout == ""
 
 
-def test_up_refuses_a_model_mismatch(capsys, tmp_path: Path, tmp_model_dir) -> None:
-    meta = LRMetadata("irn_x4", "f" * 64, 4, (40, 40), "rgb", False)
-    lr = tmp_path / "other_lr.png"
-    Image.new("RGB", (10, 10), (90, 120, 30)).save(lr, pnginfo=meta.to_pnginfo())
-    code, _, err = _ort(capsys, tmp_model_dir, str(lr), "-o", str(tmp_path / "o"))
+def test_colliding_names_get_distinct_outputs(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    """Scenario 2: a/img.png + b/img.png and pic.png + pic.jpg: four inputs, four outputs."""
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "img.png").write_bytes(odd_image.read_bytes())
+    (tmp_path / "pic.png").write_bytes(odd_image.read_bytes())
+    with Image.open(odd_image) as im:
+        im.save(tmp_path / "pic.jpg", quality=95)
+    out = tmp_path / "out"
+    names = ["a/img.png", "b/img.png", "pic.png", "pic.jpg"]
+    code, stdout, err = _ort(
+        capsys, tmp_model_dir, *[str(tmp_path / n) for n in names], "-o", str(out), "--json", "-"
+    )
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["files"] == 4 and summary["failed"] == 0
+    want = ["a/img_lr.png", "b/img_lr.png", "pic.png_lr.png", "pic.jpg_lr.png"]
+    assert summary["outputs"] == [str(out / w) for w in want]
+    assert sorted(_tree(out)) == sorted(want)
+
+
+def test_tiny_roundtrip_reports_psnr_only_and_the_batch_goes_on(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    """Scenario 3: a side under 11 px in roundtrip mode: PSNR, no SSIM (said), no traceback."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 30, 3), np.uint8)).save(
+        src / "tiny.png"
+    )
+    (src / "z.png").write_bytes(odd_image.read_bytes())
+    out = tmp_path / "out"
+    code, stdout, err = _ort(capsys, tmp_model_dir, str(src), "-o", str(out), "--mode",
+                             "roundtrip", "--json", "-")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(stdout)
+    tiny, z = summary["items"]
+    assert tiny["psnr"] > 0 and tiny["ssim"] is None and "SSIM not reported" in tiny["warnings"][0]
+    assert z["ssim"] is not None
+    assert sorted(_tree(out)) == sorted(
+        ["tiny_lr.png", "tiny_roundtrip.png", "z_lr.png", "z_roundtrip.png"]
+    )
+    assert "Traceback" not in err
+
+
+def test_output_equal_to_input_refused_before_any_work(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    """Scenario 4: -o names the input in roundtrip mode: refused up front, no LR written."""
+    src = tmp_path / "x.png"
+    src.write_bytes(odd_image.read_bytes())
+    (tmp_path / "x_lr.png").write_bytes(b"precious")
+    before = _tree(tmp_path)
+    code, _, err = _ort(capsys, tmp_model_dir, str(src), "-o", str(src), "--mode", "roundtrip")
+    assert code == 2
+    assert any("would overwrite the input" in e for e in _errors(err))
+    assert any("x_lr.png exists (pass --overwrite" in e for e in _errors(err))
+    assert _tree(tmp_path) == before
+
+
+def test_json_target_checked_before_work(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    """Scenario 5: --json at a folder or below a file: one line, exit 2, nothing written."""
+    out = tmp_path / "out"
+    for target, msg in ((tmp_path, "is a folder"), (odd_image / "s.json", "is a file")):
+        code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(out),
+                            "--json", str(target))  # fmt: skip
+        assert code == 2 and msg in err and "Traceback" not in err
+        assert err.count("\n") == 1
+    assert not out.exists()
+    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(out),
+                        "--json", str(tmp_path / "sub" / "s.json"))  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "sub" / "s.json").read_text())["outputs"] == [
+        str(out / "bird_lr.png")
+    ]
+
+
+def test_unwritable_output_folder_refused_up_front(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(blocker / "out"))
+    assert code == 2
+    assert any(f"cannot create folder {blocker / 'out'}: {blocker} is a file" in e
+               for e in _errors(err))  # fmt: skip
+
+
+def test_existing_outputs_need_overwrite_or_skip(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    out = tmp_path / "out"
+    assert _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(out))[0] == 0
+    (out / "bird_lr.png").write_bytes(b"user edit")
+    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(out))
+    assert code == 2 and "exists (pass --overwrite" in err
+    assert (out / "bird_lr.png").read_bytes() == b"user edit"
+    code, stdout, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(out),
+                             "--skip-existing", "--json", "-")  # fmt: skip
+    assert code == 0 and json.loads(stdout)["skipped"] == 1
+    assert (out / "bird_lr.png").read_bytes() == b"user edit"
+    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(out), "--overwrite")
+    assert code == 0, err
+    assert read_image(out / "bird_lr.png").size == (16, 12)
+    # A file the user named is theirs to replace.
+    named = tmp_path / "named_lr.png"
+    named.write_bytes(b"old")
+    assert _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(named))[0] == 0
+    assert read_image(named).size == (16, 12)
+
+
+def test_folder_scan_skips_its_own_output_folder(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "p.png").write_bytes(odd_image.read_bytes())
+    out = src / "out"
+    assert _ort(capsys, tmp_model_dir, str(src), "-o", str(out))[0] == 0
+    code, stdout, _ = _ort(capsys, tmp_model_dir, str(src), "-o", str(out), "--skip-existing",
+                           "--json", "-")  # fmt: skip
+    assert code == 0 and json.loads(stdout)["files"] == 1  # out/p_lr.png is not an input
+
+
+def test_stripped_and_damaged_metadata(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    """Scenario 6: a stripped LR is not downscaled again; damaged metadata never blocks down."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "x_lr.png").write_bytes(odd_image.read_bytes())  # looks like an LR, no metadata
+    Image.open(odd_image).save(src / "bad.png", pnginfo=_damaged())
+    out = tmp_path / "out"
+    code, _, err = _ort(capsys, tmp_model_dir, str(src), "-o", str(out))
     assert code == 1
-    (line,) = _errors(err)
-    assert "downscaled by irn_x4" in line and "ffffffffffff" in line
-    assert not (tmp_path / "o" / "other_hr.png").exists()
+    errors = _errors(err)
+    assert any("x_lr.png: named like an irn-trt LR but carries no" in e for e in errors)
+    assert any("bad.png: damaged irn-trt metadata" in e and "--mode down" in e for e in errors)
+    assert not out.exists() or not any(out.iterdir())
+    code, _, err = _ort(capsys, tmp_model_dir, str(src), "-o", str(out), "--mode", "down")
+    assert code == 0, err
+    assert sorted(_tree(out)) == ["bad_lr.png", "x_lr_lr.png"]
+    meta = LRMetadata.from_text(read_image(out / "bad_lr.png").text)
+    assert meta is not None and meta.original_size == (61, 45)  # fresh, not the damaged one
+
+
+def _damaged():
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("irn-trt:model", "irn_x4")
+    info.add_text("irn-trt:original-size", "banana")
+    return info
+
+
+def test_icc_profile_carried_and_cmyk_said(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    with Image.open(odd_image) as im:
+        im.save(tmp_path / "icc.png", icc_profile=icc)
+        im.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    out = tmp_path / "out"
+    code, stdout, err = _ort(capsys, tmp_model_dir, str(tmp_path / "icc.png"),
+                             str(tmp_path / "cmyk.jpg"), "-o", str(out), "--mode", "roundtrip",
+                             "--json", "-")  # fmt: skip
+    assert code == 0, err
+    for name in ("icc_lr.png", "icc_roundtrip.png"):
+        with Image.open(out / name) as im:
+            assert im.info.get("icc_profile") == icc
+    (cmyk,) = [i for i in json.loads(stdout)["items"] if i["input"].endswith("cmyk.jpg")]
+    assert any("CMYK input converted" in w for w in cmyk["warnings"])
+    assert "CMYK input converted" in err
 
 
 def test_bad_inputs_one_line_each_and_batch_goes_on(
@@ -116,10 +320,12 @@ def test_bad_inputs_one_line_each_and_batch_goes_on(
     good = src / "good.png"
     good.write_bytes(odd_image.read_bytes())
     out = tmp_path / "out"
+    json_path = tmp_path / "summary.json"
     code, _, err = _run(
         capsys, str(src / "text.png"), str(src / "trunc.png"), str(src / "one.png"),
         str(src / "missing.png"), str(good), "-o", str(out), "--mode", "down",
         "--model-dir", str(tmp_model_dir.path), "--backend", "ort-cpu", "--quiet",
+        "--json", str(json_path),
     )  # fmt: skip
     assert code == 1
     errors = _errors(err)
@@ -129,8 +335,99 @@ def test_bad_inputs_one_line_each_and_batch_goes_on(
     assert any("one.png: 1x1 is too small" in e for e in errors)
     assert any("missing.png: no such file" in e for e in errors)
     assert "Traceback" not in err
-    assert (out / "good_lr.png").is_file()  # the rest of the batch was processed
-    assert sorted(p.name for p in out.iterdir()) == ["good_lr.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["good_lr.png"]  # the rest ran
+    summary = json.loads(json_path.read_text())  # written although files failed
+    assert summary["files"] == 5 and summary["failed"] == 4
+
+
+def test_corrupt_graph_named_at_load(
+    capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    import shutil
+
+    md = tmp_path / "model"
+    shutil.copytree(tmp_model_dir.path, md)
+    graph = md / "down.fp32.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    code, _, err = _run(capsys, str(odd_image), "-o", str(tmp_path / "o"), "--model-dir",
+                        str(md), "--backend", "ort-cpu", "--precision", "fp32")  # fmt: skip
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "down.fp32.onnx does not match the SHA-256" in err and "re-export" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tile", "0"], "--tile 0 must be a positive multiple of the scale 4 (HR px)"),
+        (["--tile", "7"], "--tile 7 must be a positive multiple of the scale 4 (HR px)"),
+        (["--overlap", "6"], "--overlap 6 must be a non-negative multiple of the scale 4 (HR px)"),
+        (["--tile", "64", "--overlap", "32"], "--tile 64 must be larger than twice the overlap "
+                                              "(32 HR px)"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+    ],
+)  # fmt: skip
+def test_flag_errors_in_the_flags_units(
+    capsys, tmp_model_dir, odd_image: Path, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(tmp_path), *flags)
+    assert code == 2 and err.count("\n") == 1
+    assert message in err
+
+
+def test_bf16_on_a_cpu_without_it_is_a_usage_error(
+    capsys, monkeypatch, tmp_model_dir, odd_image: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("openvino")
+    from irn_trt.runtime.backends import ov_cpu
+
+    monkeypatch.setattr(ov_cpu, "cpu_supports_bf16", lambda: False)  # as on an AVX2-only CPU
+    for backend in ("ov-cpu", "auto"):
+        code, _, err = _run(capsys, str(odd_image), "-o", str(tmp_path), "--model-dir",
+                            str(tmp_model_dir.path), "--backend", backend,
+                            "--precision", "bf16")  # fmt: skip
+        assert code == 2 and "this CPU has no BF16 support" in err
+        assert not any(tmp_path.iterdir())
+
+
+def test_model_found_from_any_folder(
+    capsys, monkeypatch, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(tmp_model_dir.path, store / "irn_x4")
+    monkeypatch.setenv("IRN_TRT_MODELS", str(store))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, stdout, err = _run(capsys, str(odd_image), "-o", "o", "--backend", "ort-cpu",
+                             "--quiet", "--json", "-")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout)["model_dir"] == str(store / "irn_x4")
+    code, _, err = _run(capsys, str(odd_image), "--model", "irn_x2", "-o", "o2")
+    assert code == 2 and err.count("\n") == 1
+    assert "no exported model irn_x2" in err and str(store) in err and "irn-export" in err
+
+
+def test_up_without_metadata_warns(capsys, tmp_path: Path, tmp_model_dir, odd_image: Path) -> None:
+    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "--mode", "up", "-o", str(tmp_path))
+    assert code == 0
+    assert "IRN is not super-resolution" in err
+    assert read_image(tmp_path / "bird_hr.png").size == (61 * 4, 45 * 4)
+
+
+def test_up_refuses_a_model_mismatch(capsys, tmp_path: Path, tmp_model_dir) -> None:
+    meta = LRMetadata("irn_x4", "f" * 64, 4, (40, 40), "rgb", False)
+    lr = tmp_path / "other_lr.png"
+    _save_lr(lr, meta)
+    code, _, err = _ort(capsys, tmp_model_dir, str(lr), "-o", str(tmp_path / "o"))
+    assert code == 1
+    (line,) = _errors(err)
+    assert "other_lr.png: LR downscaled by irn_x4" in line and "ffffffffffff" in line
+    assert not (tmp_path / "o" / "other_hr.png").exists()
 
 
 def test_missing_model_dir(capsys, tmp_path: Path, odd_image: Path) -> None:
@@ -147,15 +444,6 @@ def test_backend_trt_without_gpu(capsys, tmp_model_dir, odd_image: Path, tmp_pat
     assert err.strip().count("\n") == 0 and "backend trt cannot run here" in err
 
 
-def test_never_overwrites_the_input(capsys, tmp_path: Path, tmp_model_dir, odd_image: Path) -> None:
-    src = tmp_path / "x_lr.png"
-    src.write_bytes(odd_image.read_bytes())
-    before = src.read_bytes()
-    code, _, err = _ort(capsys, tmp_model_dir, str(src), "-o", str(src), "--mode", "down")
-    assert code == 1 and "would overwrite the input" in err
-    assert src.read_bytes() == before
-
-
 def test_folders_globs_and_colour_kinds(
     capsys, tmp_path: Path, tmp_model_dir, odd_image: Path
 ) -> None:
@@ -169,10 +457,8 @@ def test_folders_globs_and_colour_kinds(
         Image.fromarray(a, "RGBA").save(src / "sub" / "alpha.png")
         im.convert("P").save(tmp_path / "pal.png")
     out = tmp_path / "out"
-    code, stdout, err = _run(
-        capsys, str(src), str(tmp_path / "pa*.png"), "-o", str(out), "--mode", "roundtrip",
-        "--model-dir", str(tmp_model_dir.path), "--backend", "ort-cpu", "--json", "-", "--quiet",
-    )  # fmt: skip
+    code, stdout, err = _ort(capsys, tmp_model_dir, str(src), str(tmp_path / "pa*.png"), "-o",
+                             str(out), "--mode", "roundtrip", "--json", "-")  # fmt: skip
     assert code == 0, err
     assert json.loads(stdout)["files"] == 3
     with Image.open(out / "gray_roundtrip.png") as im:
@@ -186,3 +472,19 @@ def test_folders_globs_and_colour_kinds(
     assert "alpha channel resized with a bicubic filter" in err
     with Image.open(out / "pal_roundtrip.png") as im:
         assert im.mode == "P"
+
+
+def test_no_progress_escape_codes_off_a_terminal(
+    tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    """stderr is a pipe here: no bars, no carriage returns, just lines."""
+    cmd = [sys.executable, "-m", "irn_trt.runtime.cli", str(odd_image), str(odd_image.parent),
+           "-o", str(tmp_path / "o"), "--model-dir", str(tmp_model_dir.path),
+           "--backend", "ort-cpu", "--mode", "roundtrip"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    assert res.returncode == 0, res.stderr
+    assert "\r" not in res.stderr and "\x1b[" not in res.stderr
+    assert res.stdout.splitlines() == [
+        str(tmp_path / "o" / "bird_lr.png"),
+        str(tmp_path / "o" / "bird_roundtrip.png"),
+    ]

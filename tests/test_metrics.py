@@ -14,7 +14,7 @@ from irn_trt.runtime.resize import imresize, modcrop
 
 def run_eval(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "irn_trt.train.evaluate", *args],
+        [sys.executable, "-m", "irn_trt.train.eval_cli", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from irn_trt.runtime.errors import IRNError
-from irn_trt.runtime.image_io import read_image, resize_alpha, to_pil, write_image
+from irn_trt.runtime.image_io import (
+    ImageData,
+    probe_image,
+    read_image,
+    resize_alpha,
+    to_pil,
+    write_image,
+)
 from irn_trt.runtime.manifest import load_manifest
 from irn_trt.runtime.pngmeta import LRMetadata
 from PIL import Image
@@ -101,11 +108,71 @@ def test_truncated_png(tmp_path: Path, set5_dir: Path) -> None:
 
 def test_write_is_atomic_and_readable(tmp_path: Path, bird: Image.Image) -> None:
     out = tmp_path / "sub" / "o.png"
-    write_image(out, bird)
+    image = ImageData(np.asarray(bird))
+    write_image(out, image)
     assert [p.name for p in out.parent.iterdir()] == ["o.png"]  # no temp file left
     assert out.stat().st_mode & 0o044  # not the 0600 of a temp file
     with pytest.raises(IRNError, match="unknown output image format"):
-        write_image(tmp_path / "o.xyz", bird)
+        write_image(tmp_path / "o.xyz", image)
+
+
+def test_icc_profile_travels_through_every_format(tmp_path: Path, bird: Image.Image) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    bird.save(tmp_path / "in.png", icc_profile=icc)
+    img = read_image(tmp_path / "in.png")
+    assert img.icc_profile == icc
+    for suffix in (".png", ".jpg", ".webp", ".tiff"):
+        write_image(tmp_path / f"out{suffix}", img)
+        assert read_image(tmp_path / f"out{suffix}").icc_profile == icc
+
+
+def test_cmyk_becomes_srgb_with_a_note(tmp_path: Path, bird: Image.Image) -> None:
+    bird.convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    img = read_image(tmp_path / "c.jpg")
+    assert img.kind == "rgb" and img.rgb.shape == (45, 61, 3)
+    assert any("CMYK input converted to RGB without colour management" in n for n in img.notes)
+    # PIL's plain CMYK -> RGB round trip is close to the source colours.
+    assert np.abs(img.rgb.astype(int) - np.asarray(bird, dtype=int)).mean() < 8
+
+
+def test_probe_reads_size_and_metadata_without_decoding(tmp_path: Path, bird: Image.Image) -> None:
+    manifest = _manifest_stub(tmp_path)
+    meta = LRMetadata.for_model(manifest, (61, 45), "rgb", alpha=False)
+    write_image(
+        tmp_path / "lr.png", ImageData(np.asarray(bird.resize((16, 12))), text=meta.to_text())
+    )
+    header = probe_image(tmp_path / "lr.png")
+    assert header.size == (16, 12) and LRMetadata.from_text(header.text) == meta
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    bird.save(tmp_path / "r.jpg", exif=exif)
+    assert probe_image(tmp_path / "r.jpg").size == (45, 61)  # as read_image will orient it
+    with pytest.raises(IRNError, match="not an image"):
+        (tmp_path / "t.png").write_text("text")
+        probe_image(tmp_path / "t.png")
+
+
+@pytest.mark.parametrize(
+    ("array", "match"),
+    [
+        (np.zeros((0, 5, 3), np.uint8), "empty image"),
+        (np.zeros((4, 0), np.uint8), "empty image"),
+        (np.zeros((4, 4, 2), np.uint8), "HxW, HxWx3 or HxWx4"),
+        (np.zeros((4, 4, 3), np.float32), "uint8"),
+    ],
+)
+def test_image_data_refuses_bad_arrays(array: np.ndarray, match: str) -> None:
+    with pytest.raises(IRNError, match=match):
+        ImageData.from_array(array)
+
+
+def test_image_data_array_round_trip() -> None:
+    rng = np.random.default_rng(1)
+    for shape in ((5, 7), (5, 7, 3), (5, 7, 4)):
+        arr = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(ImageData.from_array(arr).to_array(), arr)
 
 
 def _manifest_stub(tmp_path: Path):  # a minimal manifest for metadata checks
@@ -136,7 +203,9 @@ def _manifest_stub(tmp_path: Path):  # a minimal manifest for metadata checks
 def test_metadata_round_trip_through_png(tmp_path: Path, bird: Image.Image) -> None:
     manifest = _manifest_stub(tmp_path)
     meta = LRMetadata.for_model(manifest, (61, 45), "gray", alpha=True)
-    write_image(tmp_path / "lr.png", bird.resize((16, 12)), meta.to_pnginfo())
+    write_image(
+        tmp_path / "lr.png", ImageData(np.asarray(bird.resize((16, 12))), text=meta.to_text())
+    )
     img = read_image(tmp_path / "lr.png")
     back = LRMetadata.from_text(img.text)
     assert back == meta
@@ -165,3 +234,19 @@ def test_banded_metrics_equal_the_papers_metrics(h: int, w: int, border: int, ba
     p1, s1 = y_psnr_ssim_banded(a, b, border, band=band)
     assert abs(p0 - p1) < 1e-9 and abs(s0 - s1) < 1e-12
     assert y_psnr_ssim_banded(a, a, border)[0] == float("inf")
+
+
+def test_quality_of_any_size() -> None:
+    from irn_trt.runtime.metrics import psnr, rgb_to_y, y_psnr_ssim, y_quality
+
+    rng = np.random.default_rng(3)
+    for h, w, border in ((8, 30, 0), (19, 19, 4), (1, 1, 0), (40, 40, 4)):
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+        p, s = y_quality(a, b, border)
+        if min(h, w) - 2 * border < 11:
+            assert s is None
+            t = slice(border, h - border or None), slice(border, w - border or None)
+            assert p == psnr(rgb_to_y(a[t]), rgb_to_y(b[t]))
+        else:
+            assert (p, s) == pytest.approx(y_psnr_ssim(a, b, border))

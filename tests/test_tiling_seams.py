@@ -67,3 +67,30 @@ def test_api_arrays_gray_rgba_and_original_size(tmp_model_dir, photo_crop: np.nd
         r.upscale(lr, original_size=(100, 30))
     with pytest.raises(Exception, match="uint8"):
         r.downscale(small.astype(np.float32))
+
+
+def test_api_image_data_carries_metadata_and_refuses_empty(
+    tmp_model_dir, photo_crop: np.ndarray
+) -> None:
+    import dataclasses
+
+    from irn_trt.runtime.errors import IRNError
+    from irn_trt.runtime.image_io import ImageData
+    from irn_trt.runtime.pngmeta import LRMetadata
+
+    r = Rescaler.load(tmp_model_dir.path, backend="ort-cpu", no_tile=True)
+    img = ImageData(photo_crop[:30, :41].copy(), icc_profile=b"icc", text={"Software": "cam"})
+    lr = r.downscale(img)
+    meta = LRMetadata.from_text(lr.text)
+    assert meta is not None and meta.original_size == (41, 30) and meta.model == "irn_x4"
+    assert lr.size == (11, 8) and lr.icc_profile == b"icc" and lr.text["Software"] == "cam"
+    hr = r.upscale(lr)
+    assert hr.size == (41, 30) and hr.notes == [] and hr.icc_profile == b"icc"
+    np.testing.assert_array_equal(hr.rgb, r.upscale(lr.rgb, original_size=(41, 30)))
+    other = {**lr.text, "irn-trt:checkpoint-sha256": "0" * 64}
+    with pytest.raises(IRNError, match="LR downscaled by irn_x4"):
+        r.upscale(dataclasses.replace(lr, text=other))
+    assert "not super-resolution" in r.upscale(dataclasses.replace(lr, text={})).notes[0]
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((5, 0), np.uint8)):
+        with pytest.raises(IRNError, match="empty image"):
+            r.downscale(empty)

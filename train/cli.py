@@ -8,17 +8,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from irn_trt.runtime.errors import IRNError, cli_entry
 
-from .models import list_models
-from .perceptual import RANDOM_VGG
-from .trainer import (
+# Torch-free imports only at module level: --help and argument errors stay fast.
+from .configs import list_models
+from .recipe import (
     PRESETS,
+    RANDOM_VGG,
     STAGES,
     TRAIN_CONFIG_FILE,
     TrainConfig,
-    Trainer,
     apply_preset,
     apply_stage,
 )
@@ -106,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry("irn-train")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
+    from .trainer import Trainer
+
     if args.threads:
         torch.set_num_threads(args.threads)
     given = {k: getattr(args, k) for k in _FIELDS if getattr(args, k) is not None}

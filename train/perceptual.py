@@ -15,6 +15,8 @@ import torch
 from irn_trt.runtime.errors import IRNError
 from torch import nn
 
+from .recipe import RANDOM_VGG
+
 __all__ = [
     "RANDOM_VGG",
     "VGG19Features",
@@ -25,7 +27,6 @@ __all__ = [
 
 # Test-only value of ``--vgg-weights``: a randomly initialised network. It exercises the
 # stage's mechanics but gives no perceptual signal, so it is never for real training.
-RANDOM_VGG = "random"
 
 # torchvision's VGG19 "E" configuration: conv widths, "M" = 2x2 max-pool.
 _VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",

@@ -14,9 +14,9 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,100 +28,36 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CropSampler, load_folders
 from .evaluate import evaluate_model, load_image_set, summarize
 from .models import InvertibleRescaler, build_model, quantize
+from .recipe import (
+    LR_VALID_PSNR_DB,
+    PRESETS,
+    STAGES,
+    TRAIN_CONFIG_FILE,
+    TRAIN_STATE_FILE,
+    TrainConfig,
+    apply_preset,
+    apply_stage,
+)
 from .stage_plus import PLUS_LOG_COLUMNS, PlusSettings, PlusStage
 
-__all__ = ["TrainConfig", "PRESETS", "STAGES", "irn_losses", "Trainer", "apply_stage"]
+# The recipe (TrainConfig, presets, stages, file names) is re-exported from .recipe.
+__all__ = [
+    "LR_VALID_PSNR_DB",
+    "PRESETS",
+    "STAGES",
+    "TRAIN_CONFIG_FILE",
+    "TRAIN_MEMORY_FORMAT",
+    "TRAIN_STATE_FILE",
+    "TrainConfig",
+    "Trainer",
+    "apply_preset",
+    "apply_stage",
+    "irn_losses",
+]
 
-TRAIN_STATE_FILE = "train_state.pt"
-TRAIN_CONFIG_FILE = "train_config.json"
 # NHWC: oneDNN's CPU convolutions (forward and backward) run about 1.2x faster in it for
 # IRN's small dense-block convs (measured: IRN x4, batch 8 of 64x64 crops, 1 thread).
 TRAIN_MEMORY_FORMAT = torch.channels_last
-# The papers' validity threshold for an LR image: Y-PSNR vs MATLAB bicubic, in dB.
-LR_VALID_PSNR_DB = 40.0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a run; stored in the run directory."""
-
-    model: str = "irn_x4"
-    data: tuple[str, ...] = ()
-    crop: int = 64
-    batch: int = 8
-    iterations: int = 12000
-    lr: float = 2e-4
-    milestones: tuple[int, ...] = (6000, 9000, 11000)
-    gamma: float = 0.5
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-5
-    grad_clip: float = 10.0
-    train_z: Literal["gaussian", "zero"] = "zero"
-    lambda_recon: float = 1.0
-    lambda_guide: float | None = None  # None: scale**2, as in the papers
-    lambda_distr: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 250
-    val_every: int = 500
-    val_dir: str | None = None
-    # best/ keeps the best validation Y-PSNR among checkpoints whose LR vs bicubic is at least this.
-    min_lr_psnr: float = LR_VALID_PSNR_DB
-    init_from: str | None = None
-    # Stage 2 ("IRN+"); the defaults keep configs written before stage 2 existed loadable.
-    stage: Literal["base", "plus"] = "base"
-    disc_pretrain: int = 5000
-    vgg_weights: str | None = None
-    lambda_gan: float = 1.0
-    lambda_percep: float = 0.01
-    disc_lr: float = 1e-4
-    disc_betas: tuple[float, float] = (0.9, 0.99)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        raw = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise IRNError(f"train_config.json has unknown keys: {', '.join(sorted(unknown))}")
-        for key in ("data", "milestones", "betas", "disc_betas"):
-            if key in raw:
-                raw[key] = tuple(raw[key])
-        return cls(**raw)
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The published recipe (DIV2K-scale budget; impractical on a CPU).
-    "paper": dict(
-        crop=144,
-        batch=16,
-        iterations=500_000,
-        milestones=(100_000, 200_000, 300_000, 400_000),
-        train_z="gaussian",
-        checkpoint_every=5000,
-        val_every=5000,
-    ),
-    # Fits a 2-core machine: small crops, z = 0 in the reconstruction pass (converges faster).
-    "cpu": dict(
-        crop=64,
-        batch=8,
-        iterations=12_000,
-        milestones=(6_000, 9_000, 11_000),
-        train_z="zero",
-        checkpoint_every=250,
-        val_every=500,
-    ),
-}
-
-
-# What ``--stage`` changes on top of a preset (spec section 3, "IRN+"): λ_recon 0.01,
-# lr 1e-4, no distribution loss. Explicit flags still override these.
-STAGES: dict[str, dict[str, Any]] = {
-    "base": dict(stage="base"),
-    "plus": dict(stage="plus", lr=1e-4, lambda_recon=0.01, lambda_distr=0.0),
-}
 
 
 @dataclass
@@ -405,16 +341,3 @@ class Trainer:
         if self._stop_requested:
             self.log(f"stopped at step {self.step}; resume with --resume")
         return self.step
-
-
-def apply_preset(cfg: TrainConfig, preset: str) -> TrainConfig:
-    if preset not in PRESETS:
-        raise IRNError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    return replace(cfg, **PRESETS[preset])
-
-
-def apply_stage(cfg: TrainConfig, stage: str) -> TrainConfig:
-    """``cfg`` with the settings of ``stage`` (see STAGES) on top."""
-    if stage not in STAGES:
-        raise IRNError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
-    return replace(cfg, **STAGES[stage])

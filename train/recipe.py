@@ -1,0 +1,128 @@
+"""Training recipes: the run configuration, presets and stages (torch-free).
+
+Kept apart from the trainer so that ``irn-train --help`` lists presets and
+stages without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+from irn_trt.runtime.errors import IRNError
+
+__all__ = [
+    "LR_VALID_PSNR_DB",
+    "PRESETS",
+    "RANDOM_VGG",
+    "STAGES",
+    "TRAIN_CONFIG_FILE",
+    "TRAIN_STATE_FILE",
+    "TrainConfig",
+    "apply_preset",
+    "apply_stage",
+]
+
+# ``--vgg-weights random``: a random feature network, for tests of the mechanics only.
+RANDOM_VGG = "random"
+TRAIN_STATE_FILE = "train_state.pt"
+TRAIN_CONFIG_FILE = "train_config.json"
+# The papers' validity threshold for an LR image: Y-PSNR vs MATLAB bicubic, in dB.
+LR_VALID_PSNR_DB = 40.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run; stored in the run directory."""
+
+    model: str = "irn_x4"
+    data: tuple[str, ...] = ()
+    crop: int = 64
+    batch: int = 8
+    iterations: int = 12000
+    lr: float = 2e-4
+    milestones: tuple[int, ...] = (6000, 9000, 11000)
+    gamma: float = 0.5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-5
+    grad_clip: float = 10.0
+    train_z: Literal["gaussian", "zero"] = "zero"
+    lambda_recon: float = 1.0
+    lambda_guide: float | None = None  # None: scale**2, as in the papers
+    lambda_distr: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 250
+    val_every: int = 500
+    val_dir: str | None = None
+    # best/ keeps the best validation Y-PSNR among checkpoints whose LR vs bicubic is at least this.
+    min_lr_psnr: float = LR_VALID_PSNR_DB
+    init_from: str | None = None
+    # Stage 2 ("IRN+"); the defaults keep configs written before stage 2 existed loadable.
+    stage: Literal["base", "plus"] = "base"
+    disc_pretrain: int = 5000
+    vgg_weights: str | None = None
+    lambda_gan: float = 1.0
+    lambda_percep: float = 0.01
+    disc_lr: float = 1e-4
+    disc_betas: tuple[float, float] = (0.9, 0.99)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise IRNError(f"train_config.json has unknown keys: {', '.join(sorted(unknown))}")
+        for key in ("data", "milestones", "betas", "disc_betas"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The published recipe (DIV2K-scale budget; impractical on a CPU).
+    "paper": dict(
+        crop=144,
+        batch=16,
+        iterations=500_000,
+        milestones=(100_000, 200_000, 300_000, 400_000),
+        train_z="gaussian",
+        checkpoint_every=5000,
+        val_every=5000,
+    ),
+    # Fits a 2-core machine: small crops, z = 0 in the reconstruction pass (converges faster).
+    "cpu": dict(
+        crop=64,
+        batch=8,
+        iterations=12_000,
+        milestones=(6_000, 9_000, 11_000),
+        train_z="zero",
+        checkpoint_every=250,
+        val_every=500,
+    ),
+}
+
+
+# What ``--stage`` changes on top of a preset (spec section 3, "IRN+"): λ_recon 0.01,
+# lr 1e-4, no distribution loss. Explicit flags still override these.
+STAGES: dict[str, dict[str, Any]] = {
+    "base": dict(stage="base"),
+    "plus": dict(stage="plus", lr=1e-4, lambda_recon=0.01, lambda_distr=0.0),
+}
+
+
+def apply_preset(cfg: TrainConfig, preset: str) -> TrainConfig:
+    if preset not in PRESETS:
+        raise IRNError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    return replace(cfg, **PRESETS[preset])
+
+
+def apply_stage(cfg: TrainConfig, stage: str) -> TrainConfig:
+    """``cfg`` with the settings of ``stage`` (see STAGES) on top."""
+    if stage not in STAGES:
+        raise IRNError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    return replace(cfg, **STAGES[stage])
