@@ -13,6 +13,7 @@ fails to load) and sessions/engines load lazily on first use. Torch-free.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -25,8 +26,10 @@ from .backends import AUTO_ORDER, Backend, BackendOptions, Candidate, candidates
 from .errors import IRNError
 from .image_io import ImageData, resize_alpha
 from .manifest import GraphInfo, ModelManifest, file_sha256, load_manifest
-from .model_store import DEFAULT_MODEL, find_model_dir
+from .model_store import DEFAULT_MODEL, find_model_dir, find_model_for_scale
 from .pngmeta import KEY_PREFIX, LRMetadata
+from .scales import format_scale, parse_scale, resize_exact
+from .scales import lr_size as scaled_lr_size
 from .tiling import TileConfig, pad_to_multiple, plan_tiles, run_tiled
 from .trt_plan import DEFAULT_MAX_BATCH
 
@@ -160,6 +163,7 @@ class Rescaler:
         threads: int | None,
         batch: int | None,
         log: Log,
+        output_scale: float | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.manifest = manifest
@@ -171,6 +175,8 @@ class Rescaler:
         self.threads = threads
         self._batch = batch
         self._log = log
+        #: HR size / LR size of ``downscale`` (the model's scale unless a smaller one was asked).
+        self.output_scale = float(manifest.scale) if output_scale is None else output_scale
         self._backends: dict[str, Backend] = {}
         self._verified: set[str] = set()  # graph files whose SHA-256 matched the manifest
         self.tiles_run = 0  # tiles processed since load (for summaries)
@@ -190,24 +196,37 @@ class Rescaler:
         batch: int | None = None,
         log: Log | None = None,
         model: str | None = None,
+        scale: float | None = None,
     ) -> Rescaler:
         """Open a model directory (cheap: nothing is compiled until the first image).
 
-        ``model_dir`` is an ``irn-export`` output; without it, ``model`` (default
-        ``irn_x4``) is looked up in the model search path (``irn_trt.runtime.model_store``).
+        ``model_dir`` is an ``irn-export`` output; without it, ``model`` is looked
+        up in the model search path (``irn_trt.runtime.model_store``): by default
+        ``irn_x4``, or with ``scale`` the model of the nearest integer scale at or
+        above it. ``scale`` (in (1, 8], at most the model's) is the output scale:
+        a scale below the model's runs with a bicubic resize around the model.
         ``tile`` and ``overlap`` are HR pixels and must be multiples of the scale
         (defaults: the manifest's halo for the overlap, :func:`default_tile_lr`
         for the tile); ``no_tile`` runs whole images. Every problem with these
         arguments, the model directory or the precision is an ``IRNError`` here,
         before any image is touched.
         """
-        model_dir = (
-            Path(model_dir) if model_dir is not None else find_model_dir(model or DEFAULT_MODEL)
-        )
+        out_scale = None if scale is None else parse_scale(scale)
+        if model_dir is not None:
+            model_dir = Path(model_dir)
+        elif model is None and out_scale is not None:
+            model_dir = find_model_for_scale(out_scale)
+        else:
+            model_dir = find_model_dir(model or DEFAULT_MODEL)
         manifest = load_manifest(model_dir)
         if model is not None and manifest.model != model:
             raise IRNError(f"{model_dir} holds {manifest.model}, not the requested {model}")
         s = manifest.scale
+        if out_scale is not None and out_scale > s:
+            raise IRNError(
+                f"--scale {format_scale(out_scale)} needs a model of scale {math.ceil(out_scale)} "
+                f"or more; {manifest.model} is x{s}"
+            )
         if tile is not None and (tile <= 0 or tile % s):
             raise IRNError(f"--tile {tile} must be a positive multiple of the scale {s} (HR px)")
         if overlap is not None and (overlap < 0 or overlap % s):
@@ -240,6 +259,7 @@ class Rescaler:
             threads,
             batch,
             log or _silent,
+            float(s) if out_scale is None else out_scale,
         )
         for direction in ("down", "up"):  # a damaged graph is named now, not per image
             rescaler._verify_graph(rescaler._graph(direction))
@@ -363,32 +383,49 @@ class Rescaler:
 
     def count_tiles(self, height: int, width: int, direction: str = "down") -> int:
         """How many tiles an image of this size (input side of ``direction``) takes."""
-        s = self.scale
-        lr_h, lr_w = (-(-height // s), -(-width // s)) if direction == "down" else (height, width)
+        if direction == "down":
+            lr_w, lr_h = scaled_lr_size((width, height), self.output_scale)
+        else:
+            lr_w, lr_h = width, height
         return len(plan_tiles(lr_h, lr_w, self.tile_lr, self.overlap_lr))
 
     def downscale(
         self, image: ImageData | np.ndarray, on_tile: Callable[[int], None] | None = None
     ) -> ImageData | np.ndarray:
-        """HR -> LR of ceil(H/s) x ceil(W/s); returns the type it was given.
+        """HR -> LR of ceil(W/s) x ceil(H/s) at the output scale; returns the type it was given.
 
         An :class:`ImageData` LR is RGB and carries irn-trt's metadata (model,
-        checkpoint, original size, colour kind) for :meth:`upscale`, plus the
-        input's ICC profile and other text chunks. An array LR has the input's layout.
+        checkpoint, original size, colour kind, requested scale) for :meth:`upscale`,
+        plus the input's ICC profile and other text chunks. An array LR has the
+        input's layout. A fractional output scale resizes the HR bicubically to
+        the model's scale times the LR size first (``runtime/scales.py``).
         """
         img = image if isinstance(image, ImageData) else ImageData.from_array(image)
-        s = self.scale
+        s, out_scale = self.scale, self.output_scale
         w, h = img.size
-        if min(w, h) < s:
-            raise IRNError(f"{w}x{h} is too small to downscale (at least {s}x{s} at x{s})")
-        lr = self._rescale("down", pad_to_multiple(img.rgb, s, s), on_tile)
+        if min(w, h) < out_scale:
+            need = math.ceil(out_scale)
+            raise IRNError(
+                f"{w}x{h} is too small to downscale (at least {need}x{need} at "
+                f"x{format_scale(out_scale)})"
+            )
+        lw, lh = scaled_lr_size(img.size, out_scale)
+        if out_scale == s:
+            hr = pad_to_multiple(img.rgb, s, s)
+        else:
+            hr = resize_exact(img.rgb, (lw * s, lh * s))
+        lr = self._rescale("down", hr, on_tile)
         alpha = None
         notes = []
         if img.alpha is not None:
-            padded = pad_to_multiple(img.alpha[:, :, None], s, s)[:, :, 0]
-            alpha = resize_alpha(padded, (lr.shape[1], lr.shape[0]))
+            src_alpha = img.alpha
+            if out_scale == s:
+                src_alpha = pad_to_multiple(img.alpha[:, :, None], s, s)[:, :, 0]
+            alpha = resize_alpha(src_alpha, (lw, lh))
             notes.append(_ALPHA_NOTE)
-        meta = LRMetadata.for_model(self.manifest, img.size, img.kind, alpha is not None)
+        meta = LRMetadata.for_model(
+            self.manifest, img.size, img.kind, alpha is not None, requested_scale=out_scale
+        )
         out = ImageData(lr, alpha, "rgb", img.icc_profile, _text_with(img.text, meta), notes)
         if isinstance(image, ImageData):
             return out
@@ -403,45 +440,44 @@ class Rescaler:
         """LR -> HR; returns the type it was given.
 
         An :class:`ImageData` LR made by :meth:`downscale` is checked against
-        this model and restored to its original size and colour kind; one
-        without metadata is upscaled with a note (IRN is not super-resolution).
-        For arrays, ``original_size`` (width, height) crops the padding of ``downscale``.
+        this model and restored to its original size, colour kind and scale (the
+        LR's metadata decides the scale); one without metadata is upscaled by the
+        output scale with a note (IRN is not super-resolution). For arrays,
+        ``original_size`` (width, height) is the size to restore (default: the LR
+        size times the output scale).
         """
         img = image if isinstance(image, ImageData) else ImageData.from_array(image)
         notes = []
         kind = img.kind
+        out_scale = self.output_scale
         meta = LRMetadata.from_text(img.text) if isinstance(image, ImageData) else None
         if meta is not None:
             meta.check_model(self.manifest)
             meta.check_lr_size(img.size)
             kind, original_size = meta.kind, meta.original_size
+            out_scale = meta.effective_scale
         elif isinstance(image, ImageData):
             notes.append(_NO_METADATA_NOTE)
         w, h = img.size
-        if original_size is not None:
+        if original_size is None:
+            original_size = (round(w * out_scale), round(h * out_scale))
+        elif scaled_lr_size(original_size, out_scale) != (w, h):
             ow, oh = original_size
-            if -(-ow // self.scale) != w or -(-oh // self.scale) != h:
-                raise IRNError(
-                    f"original size {ow}x{oh} does not match an LR of {w}x{h} at x{self.scale}"
-                )
+            raise IRNError(
+                f"original size {ow}x{oh} does not match an LR of {w}x{h} at "
+                f"x{format_scale(out_scale)}"
+            )
         hr = self._rescale("up", img.rgb, on_tile)
+        ow, oh = original_size
+        # Integer scale: crop the edge padding of downscale; fractional: resize back.
+        hr = hr[:oh, :ow] if out_scale == self.scale else resize_exact(hr, original_size)
         alpha = None
         if img.alpha is not None:
-            alpha = resize_alpha(img.alpha, (hr.shape[1], hr.shape[0]))
+            alpha = resize_alpha(img.alpha, original_size)
             if meta is None or not meta.alpha:
                 notes.append(_ALPHA_NOTE)
-        if original_size is not None:
-            ow, oh = original_size
-            hr = hr[:oh, :ow]
-            alpha = alpha[:oh, :ow] if alpha is not None else None
-        out = ImageData(
-            np.ascontiguousarray(hr),
-            None if alpha is None else np.ascontiguousarray(alpha),
-            kind,
-            img.icc_profile,
-            _text_with(img.text, None),
-            notes,
-        )
+        text = _text_with(img.text, None)
+        out = ImageData(np.ascontiguousarray(hr), alpha, kind, img.icc_profile, text, notes)
         return out if isinstance(image, ImageData) else out.to_array()
 
 

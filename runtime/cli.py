@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import resource
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from .image_io import (
 from .metrics import SSIM_MIN_SIDE, y_quality
 from .model_store import DEFAULT_MODEL, MODELS_ENV
 from .pngmeta import KEY_PREFIX, LRMetadata
+from .scales import format_scale
 
 __all__ = ["main", "build_parser", "peak_rss_mb"]
 
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-trt-run out/photo_lr.png -o out/          # -> out/photo_hr.png (original size)\n"
         "  irn-trt-run 'shots/*.png' --mode roundtrip --backend ort-cpu --json -\n"
         "  irn-trt-run big.jpg --model irn_x2 --tile 1024 --overlap 64 --precision fp32\n"
+        "  irn-trt-run photo.jpg --scale 2.5 -o out/     # irn_x3 (else irn_x4) + bicubic\n"
         "\n"
         "output names: <stem>_lr.png, <stem>_hr.png (a trailing _lr dropped), "
         "<stem>_roundtrip.png;\n"
@@ -107,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"${MODELS_ENV} adds folders)",
     )
     model.add_argument("--model-dir", type=Path, help="an irn-export output directory")
+    p.add_argument(
+        "--scale",
+        type=float,
+        help="downscale factor in (1, 8], e.g. 2.5: without --model, the exported irn_x<n> of the "
+        "nearest integer n >= it runs, with a bicubic resize around it for fractional scales "
+        "(default: the model's own scale; up always follows the LR's metadata)",
+    )
     p.add_argument(
         "--backend",
         choices=["auto", *backend_names()],
@@ -186,7 +196,7 @@ def _find_sources(
     return found, failed
 
 
-def _resolve_mode(path: Path, requested: str, scale: int) -> str:
+def _resolve_mode(path: Path, requested: str, scale: float) -> str:
     """The mode one file runs in, from its header alone (no decoding); one-line errors."""
     header = probe_image(path)
     mode = requested
@@ -208,7 +218,10 @@ def _resolve_mode(path: Path, requested: str, scale: int) -> str:
             mode = "down"
     w, h = header.size
     if mode != "up" and min(w, h) < scale:
-        raise IRNError(f"{w}x{h} is too small to downscale (at least {scale}x{scale} at x{scale})")
+        need = math.ceil(scale)
+        raise IRNError(
+            f"{w}x{h} is too small to downscale (at least {need}x{need} at x{format_scale(scale)})"
+        )
     return mode
 
 
@@ -242,7 +255,7 @@ def _check_json_target(target: str) -> Path | None:
 
 
 def _plan(
-    args: argparse.Namespace, scale: int, json_path: Path | None
+    args: argparse.Namespace, scale: float, json_path: Path | None
 ) -> tuple[BatchPlan, list[ItemResult]]:
     single_file_out = args.output.suffix.lower() in IMAGE_SUFFIXES
     out_dir = args.output.parent if single_file_out else args.output
@@ -350,7 +363,7 @@ class Runner:
                 self._write(item, job.outputs["lr"], lr)
                 hr = self._rescale("up", lr, item)
                 self._write(item, job.outputs["roundtrip"], hr)
-                s = self.rescaler.scale
+                s = math.ceil(self.rescaler.output_scale)  # the papers' border: the scale
                 border = s if min(img.size) > 2 * s else 0
                 item.psnr, item.ssim = y_quality(hr.rgb, img.rgb, border)
                 if item.ssim is None:
@@ -377,6 +390,7 @@ def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float)
         "backend_reason": sel.describe() if sel else None,
         "model": rescaler.manifest.model if rescaler else None,
         "model_dir": str(rescaler.model_dir) if rescaler else None,
+        "scale": rescaler.output_scale if rescaler else None,
         "tile": rescaler.tile_lr * rescaler.scale if rescaler and rescaler.tile_lr else None,
         "overlap": rescaler.overlap_lr * rescaler.scale if rescaler else None,
         "files": len(items),
@@ -412,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rescaler = Rescaler.load(
         args.model_dir,
         model=args.model,
+        scale=args.scale,
         backend=args.backend,
         precision=args.precision,
         tile=args.tile,
@@ -421,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch,
         log=info,
     )
-    plan, items = _plan(args, rescaler.scale, json_path)
+    plan, items = _plan(args, rescaler.output_scale, json_path)
     if plan.conflicts:
         for line in plan.conflicts:
             error(line)

@@ -15,13 +15,21 @@ model wherever it is run. An explicit ``--model-dir`` bypasses the search. Torch
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from .errors import IRNError
 from .manifest import MANIFEST_FILE
 
-__all__ = ["DEFAULT_MODEL", "MODELS_ENV", "model_search_path", "export_root", "find_model_dir"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS_ENV",
+    "model_search_path",
+    "export_root",
+    "find_model_dir",
+    "find_model_for_scale",
+]
 
 DEFAULT_MODEL = "irn_x4"
 MODELS_ENV = "IRN_TRT_MODELS"
@@ -63,4 +71,23 @@ def find_model_dir(model: str = DEFAULT_MODEL) -> Path:
     raise IRNError(
         f"no exported model {model} in the model search path ({searched}): run "
         f"`irn-export --model {model}` (writes {export_root() / model}), or pass --model-dir"
+    )
+
+
+def find_model_for_scale(scale: float) -> Path:
+    """The exported ``irn_x<n>`` of the smallest integer scale n >= ``scale`` (spec: ceil(s)).
+
+    A fractional scale runs that model with a bicubic resize around it; when
+    ceil(s) has no exported model, the next larger one that has serves.
+    """
+    first = math.ceil(round(scale, 9))
+    names = [f"irn_x{n}" for n in range(first, 9)]
+    for name in names:
+        for root in model_search_path():
+            if (root / name / MANIFEST_FILE).is_file():
+                return root / name
+    raise IRNError(
+        f"no exported model for x{scale:g}: none of {', '.join(names)} is in the model search "
+        f"path ({', '.join(str(r) for r in model_search_path())}); run `irn-export --model "
+        f"{names[0]}`, or pass --model / --model-dir"
     )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from .errors import IRNError
 from .manifest import ModelManifest
+from .scales import format_scale, parse_scale
+from .scales import lr_size as scaled_lr_size
 
 __all__ = ["LRMetadata", "KEY_PREFIX"]
 
@@ -29,14 +31,35 @@ class LRMetadata:
     original_size: tuple[int, int]  # (width, height) of the HR input
     kind: str = "rgb"  # colour kind of the HR input, restored by ``up``
     alpha: bool = False  # the LR's alpha channel was resized bicubically, not by IRN
+    # The scale the user asked for when the model's integer ``scale`` ran with a bicubic
+    # resize around it (``runtime/scales.py``); None: the model's own scale.
+    requested_scale: float | None = None
 
     @classmethod
     def for_model(
-        cls, manifest: ModelManifest, original_size: tuple[int, int], kind: str, alpha: bool
+        cls,
+        manifest: ModelManifest,
+        original_size: tuple[int, int],
+        kind: str,
+        alpha: bool,
+        requested_scale: float | None = None,
     ) -> LRMetadata:
+        if requested_scale is not None and requested_scale == manifest.scale:
+            requested_scale = None
         return cls(
-            manifest.model, manifest.checkpoint_sha256, manifest.scale, original_size, kind, alpha
+            manifest.model,
+            manifest.checkpoint_sha256,
+            manifest.scale,
+            original_size,
+            kind,
+            alpha,
+            requested_scale,
         )
+
+    @property
+    def effective_scale(self) -> float:
+        """HR size / LR size: the requested scale, else the model's."""
+        return self.requested_scale if self.requested_scale is not None else float(self.scale)
 
     def to_text(self) -> dict[str, str]:
         w, h = self.original_size
@@ -47,7 +70,11 @@ class LRMetadata:
             f"{KEY_PREFIX}original-size": f"{w}x{h}",
             f"{KEY_PREFIX}kind": self.kind,
             f"{KEY_PREFIX}alpha": "bicubic" if self.alpha else "none",
-        }
+        } | (
+            {f"{KEY_PREFIX}requested-scale": format_scale(self.requested_scale)}
+            if self.requested_scale is not None
+            else {}
+        )
 
     @classmethod
     def from_text(cls, text: dict[str, str]) -> LRMetadata | None:
@@ -69,10 +96,13 @@ class LRMetadata:
                 original_size=(int(m.group(1)), int(m.group(2))),
                 kind=kind,
                 alpha=ours.get("alpha", "none") != "none",
+                requested_scale=(
+                    parse_scale(ours["requested-scale"]) if "requested-scale" in ours else None
+                ),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, IRNError) as exc:
             raise IRNError(f"damaged irn-trt metadata ({exc})") from None
-        if meta.scale < 1 or min(meta.original_size) < 1:
+        if meta.scale < 1 or min(meta.original_size) < 1 or meta.effective_scale > meta.scale:
             raise IRNError("damaged irn-trt metadata (scale/size out of range)")
         return meta
 
@@ -93,9 +123,10 @@ class LRMetadata:
     def check_lr_size(self, lr_size: tuple[int, int]) -> None:
         """The LR must be the padded original divided by the scale."""
         w, h = self.original_size
-        want = (-(-w // self.scale), -(-h // self.scale))
+        want = scaled_lr_size(self.original_size, self.effective_scale)
         if tuple(lr_size) != want:
             raise IRNError(
                 f"LR is {lr_size[0]}x{lr_size[1]} but its metadata says it was made from "
-                f"{w}x{h} at x{self.scale} (expected {want[0]}x{want[1]}); was it resized?"
+                f"{w}x{h} at x{format_scale(self.effective_scale)} (expected "
+                f"{want[0]}x{want[1]}); was it resized?"
             )

@@ -49,12 +49,22 @@ def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray,
     return idx[:, keep], weights[:, keep]
 
 
+#: Bytes of float64 gathered at once per chunk of output samples: the gather
+#: (out, taps, rest) would otherwise be ~taps x the image (about 2 GB for a 4K RGB).
+_CHUNK_BYTES = 64 << 20
+
+
 def _resize_axis(img: np.ndarray, axis: int, out_len: int, scale: float) -> np.ndarray:
     idx, weights = _contributions(img.shape[axis], out_len, scale)
     moved = np.moveaxis(img, axis, 0)
-    gathered = moved[idx]  # (out_len, taps, ...)
-    w = weights.reshape(weights.shape + (1,) * (moved.ndim - 1))
-    out = np.sum(gathered * w, axis=1)
+    rest = moved.shape[1:]
+    per_sample = idx.shape[1] * max(1, int(np.prod(rest))) * 8
+    chunk = max(1, _CHUNK_BYTES // per_sample)
+    out = np.empty((out_len, *rest), dtype=np.float64)
+    for a in range(0, out_len, chunk):
+        b = min(a + chunk, out_len)
+        w = weights[a:b].reshape(weights[a:b].shape + (1,) * len(rest))
+        out[a:b] = np.sum(moved[idx[a:b]] * w, axis=1)  # (chunk, taps, ...) summed over taps
     return np.moveaxis(out, 0, axis)
 
 

@@ -8,19 +8,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from irn_trt.runtime.atomic import write_text_atomic
 from irn_trt.runtime.errors import IRNError, cli_entry
+from irn_trt.runtime.scales import parse_scale
 
 if TYPE_CHECKING:
     from .evaluate import ImageScore
 
 __all__ = ["build_parser", "main"]
+
+
+def _shipped_checkpoint_for(scale: float, default_checkpoint: Callable[[str], Path]) -> Path:
+    """The shipped irn_x<n> of the smallest integer n >= ``scale`` that exists."""
+    from .configs import list_models
+
+    first = math.ceil(round(scale, 9))
+    names = [f"irn_x{n}" for n in range(first, 9) if f"irn_x{n}" in list_models()]
+    for name in names:
+        if default_checkpoint(name).exists():
+            return default_checkpoint(name)
+    raise IRNError(
+        f"no shipped checkpoint for x{scale:g} ({', '.join(names) or 'no model'}); "
+        "pass --checkpoint"
+    )
 
 
 def _format_table(scores: Sequence[ImageScore], title: str) -> str:
@@ -43,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("folder", help="folder of HR images")
     p.add_argument("--checkpoint", help="checkpoint directory (default: weights/irn_x<scale>)")
-    p.add_argument("--scale", type=int, help="scale (default: the checkpoint's; 4 for --baseline)")
+    p.add_argument(
+        "--scale",
+        help="scale in (1, 8] (default: the checkpoint's; 4 for --baseline); a scale without a "
+        "model of its own, e.g. 2.5, runs the shipped irn_x<n> of the nearest integer n >= it "
+        "(or --checkpoint) with a bicubic resize around it, as irn-trt-run --scale does",
+    )
     p.add_argument("--baseline", choices=["bicubic"], help="evaluate bicubic & bicubic instead")
     p.add_argument(
         "--z-samples", type=int, default=0, help="average over N Gaussian z (default: z=0)"
@@ -60,25 +82,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoint import default_checkpoint, load_checkpoint
     from .evaluate import evaluate_bicubic, evaluate_model, load_image_set, summarize
 
+    scale = parse_scale(args.scale) if args.scale is not None else None
     images = load_image_set(args.folder)
     if args.baseline == "bicubic":
-        scale = args.scale or 4
-        if scale < 2:
-            raise IRNError(f"scale must be at least 2, got {scale}")
+        scale = scale or 4.0
         scores = evaluate_bicubic(images, scale)
-        label = f"bicubic & bicubic x{scale}"
+        label = f"bicubic & bicubic x{scale:g}"
     else:
-        from .models import model_for_scale
-
         if args.checkpoint:
             ckpt = Path(args.checkpoint)
         else:
-            ckpt = default_checkpoint(model_for_scale(args.scale or 4))
-        model, _ = load_checkpoint(ckpt, expect_scale=args.scale)
-        scale = model.scale
-        scores = evaluate_model(model, images, args.z_samples, args.seed, progress=not args.quiet)
+            ckpt = _shipped_checkpoint_for(scale or 4.0, default_checkpoint)
+        model, _ = load_checkpoint(ckpt)  # a larger scale than asked serves (evaluate_model)
+        scale = scale or float(model.scale)
+        scores = evaluate_model(
+            model, images, args.z_samples, args.seed, progress=not args.quiet, scale=scale
+        )
         z = "z=0" if args.z_samples <= 0 else f"mean of {args.z_samples} Gaussian z"
-        label = f"{model.config.name} ({ckpt}), {z}"
+        via = f" at x{scale:g}" if scale != model.scale else ""
+        label = f"{model.config.name}{via} ({ckpt}), {z}"
     print(_format_table(scores, f"{label} on {args.folder}"))
     if args.json:
         mean = summarize(scores)

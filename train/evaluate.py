@@ -8,6 +8,7 @@ LR is compared with the MATLAB-bicubic LR (no border).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.image_io import list_images, read_rgb
 from irn_trt.runtime.metrics import y_psnr_ssim
 from irn_trt.runtime.resize import imresize, modcrop
+from irn_trt.runtime.scales import lr_size
 from tqdm import tqdm
 
 from .models import InvertibleRescaler, quantize
@@ -52,41 +54,75 @@ def evaluate_model(
     z_samples: int = 0,
     seed: int = 0,
     progress: bool = False,
+    scale: float | None = None,
 ) -> list[ImageScore]:
-    """Score ``model`` on (name, HR uint8) pairs; ``z_samples=0`` means z = 0."""
-    scale = model.scale
+    """Score ``model`` on (name, HR uint8) pairs; ``z_samples=0`` means z = 0.
+
+    ``scale`` below the model's (a fractional scale, spec section 1) evaluates
+    the runtime's recipe: no mod-crop, LR = ceil(size / scale), the HR resized
+    bicubically to the model's scale times the LR before ``down`` and the
+    reconstruction resized back after ``up``; the LR is compared with the bicubic
+    LR of the same size and the border is ceil(scale).
+    """
+    n = model.scale
+    s = float(n) if scale is None else float(scale)
+    if s > n:
+        raise IRNError(f"scale {s:g} needs a model of scale >= {math.ceil(s)}; this one is x{n}")
+    fractional = s != n
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     scores = []
     for name, hr_full in tqdm(images, desc="eval", unit="img", disable=not progress):
-        hr = modcrop(hr_full, scale)
-        y, _ = model(to_tensor(hr))
+        if fractional:
+            hr = hr_full
+            lw, lh = lr_size((hr.shape[1], hr.shape[0]), s)
+            model_in = imresize(hr, output_shape=(lh * n, lw * n))
+            lr_bic = imresize(hr, output_shape=(lh, lw))
+        else:
+            hr = modcrop(hr_full, n)
+            model_in = hr
+            lr_bic = imresize(hr, 1.0 / n)
+        border = math.ceil(s)
+
+        def restore(x: torch.Tensor, hr: np.ndarray = hr) -> np.ndarray:
+            out = to_uint8(x)
+            return imresize(out, output_shape=hr.shape[:2]) if fractional else out
+
+        y, _ = model(to_tensor(model_in))
         lr = quantize(y)
         lr_u8 = to_uint8(lr)
-        lr_bic = imresize(hr, 1.0 / scale)
         lr_psnr, lr_ssim = y_psnr_ssim(lr_u8, lr_bic, 0)
         if z_samples <= 0:
-            sr = to_uint8(model.inverse(lr))
-            psnr, ssim = y_psnr_ssim(sr, hr, scale)
+            psnr, ssim = y_psnr_ssim(restore(model.inverse(lr)), hr, border)
         else:
             zc = model.out_channels - model.in_channels
             vals = []
             for _ in range(z_samples):
                 z = torch.randn((1, zc, *lr.shape[2:]), generator=gen)
-                vals.append(y_psnr_ssim(to_uint8(model.inverse(lr, z)), hr, scale))
+                vals.append(y_psnr_ssim(restore(model.inverse(lr, z)), hr, border))
             psnr, ssim = (float(np.mean(v)) for v in zip(*vals, strict=True))
         scores.append(ImageScore(name, psnr, ssim, lr_psnr, lr_ssim))
     return scores
 
 
-def evaluate_bicubic(images: Sequence[tuple[str, np.ndarray]], scale: int) -> list[ImageScore]:
-    """The 'bicubic & bicubic' baseline: MATLAB-bicubic down, uint8, bicubic up."""
+def evaluate_bicubic(images: Sequence[tuple[str, np.ndarray]], scale: float) -> list[ImageScore]:
+    """The 'bicubic & bicubic' baseline: MATLAB-bicubic down, uint8, bicubic up.
+
+    A fractional ``scale`` uses the geometry of :func:`evaluate_model`'s
+    fractional path (no mod-crop, LR = ceil(size / scale), border ceil(scale)).
+    """
     scores = []
     for name, hr_full in images:
-        hr = modcrop(hr_full, scale)
-        lr = imresize(hr, 1.0 / scale)
-        sr = imresize(lr, float(scale))
-        psnr, ssim = y_psnr_ssim(sr, hr, scale)
+        if float(scale).is_integer():
+            hr = modcrop(hr_full, int(scale))
+            lr = imresize(hr, 1.0 / scale)
+            sr = imresize(lr, float(scale))
+        else:
+            hr = hr_full
+            lw, lh = lr_size((hr.shape[1], hr.shape[0]), scale)
+            lr = imresize(hr, output_shape=(lh, lw))
+            sr = imresize(lr, output_shape=hr.shape[:2])
+        psnr, ssim = y_psnr_ssim(sr, hr, math.ceil(scale))
         scores.append(ImageScore(name, psnr, ssim, float("inf"), 1.0))
     return scores
 
