@@ -21,7 +21,7 @@ import numpy as np
 from .backends import AUTO_ORDER, Backend, BackendOptions, Candidate, candidates, get_spec
 from .errors import IRNError
 from .image_io import resize_alpha
-from .manifest import GraphInfo, ModelManifest, load_manifest
+from .manifest import DEFAULT_MODEL_DIR, GraphInfo, ModelManifest, load_manifest
 from .tiling import TileConfig, pad_to_multiple, plan_tiles, run_tiled
 from .trt_plan import DEFAULT_MAX_BATCH
 
@@ -34,7 +34,6 @@ __all__ = [
     "select_backend",
 ]
 
-DEFAULT_MODEL_DIR = Path("build/irn_x4")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 Log = Callable[[str], None]

@@ -20,6 +20,7 @@ from .atomic import write_text_atomic
 from .errors import IRNError
 
 __all__ = [
+    "DEFAULT_MODEL_DIR",
     "MANIFEST_FORMAT",
     "MANIFEST_FILE",
     "TensorInfo",
@@ -32,6 +33,8 @@ __all__ = [
 
 MANIFEST_FORMAT = "irn-trt-model/1"
 MANIFEST_FILE = "manifest.json"
+#: Where ``irn-export --scale 4`` writes and every runtime command looks by default.
+DEFAULT_MODEL_DIR = Path("build/irn_x4")
 
 Direction = Literal["down", "up"]
 Precision = Literal["fp32", "fp16"]
