@@ -10,48 +10,37 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import centre_crop, graph_conv_macs, tiny_config
 from irn_trt.export.api import ExportOptions, build_graph, export_model
 from irn_trt.export.graphs import GraphSpec
 from irn_trt.export.halo import measure_halo, measure_receptive_field
 from irn_trt.export.onnx_graph import OPSET, TENSORRT_OPS, ops_used
 from irn_trt.export.random_init import random_model
 from irn_trt.export.verify import Bounds
+from irn_trt.runtime.costs import model_macs
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.image_io import list_images, read_rgb
 from irn_trt.runtime.manifest import file_sha256, load_manifest
+from irn_trt.train.checkpoint import load_checkpoint
 from irn_trt.train.evaluate import evaluate_model, to_tensor, to_uint8
-from irn_trt.train.models import InvertibleRescaler, IRNConfig, Stage, quantize
+from irn_trt.train.models import InvertibleRescaler, IRNConfig, Stage, quantize, randomize_weights
 from irn_trt.train.modules import LearnedDownsampling3
 from onnx import TensorProto
 
 FILES = ("down.fp32.onnx", "down.fp16.onnx", "up.fp32.onnx", "up.fp16.onnx", "manifest.json")
 
 
-def _crop(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-    return np.ascontiguousarray(img[top : top + h, left : left + w])
+@pytest.fixture(scope="module")
+def x4_dir(tmp_model_dir) -> Path:
+    """irn_x4 (random weights) exported at both precisions, verified on the Set5 crops
+    (the suite's shared export, conftest.tmp_model_dir)."""
+    return tmp_model_dir.path
 
 
 @pytest.fixture(scope="module")
-def set5_crops(set5_dir: Path) -> list[tuple[str, np.ndarray]]:
-    """Centre crops of all five Set5 images (64x64 to 96x128: small but real)."""
-    sizes = [(64, 64), (96, 128), (80, 96), (64, 96), (96, 64)]
-    files = list_images(set5_dir)
-    assert len(files) == 5
-    return [(f.name, _crop(read_rgb(f), *hw)) for f, hw in zip(files, sizes, strict=True)]
-
-
-@pytest.fixture(scope="module")
-def x4_model() -> InvertibleRescaler:
-    return random_model("irn_x4", seed=1)
-
-
-@pytest.fixture(scope="module")
-def x4_dir(tmp_path_factory, x4_model, set5_crops) -> Path:
-    """irn_x4 (random weights) exported at both precisions, verified on the Set5 crops."""
-    out = tmp_path_factory.mktemp("export") / "irn_x4"
-    export_model(x4_model, out, verify_images=set5_crops)
-    return out
+def x4_model(tmp_model_dir) -> InvertibleRescaler:
+    """The model that directory was exported from."""
+    return load_checkpoint(tmp_model_dir.checkpoint)[0].eval()
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -60,8 +49,6 @@ def _session(path: Path) -> ort.InferenceSession:
 
 def _tiny(scale_stages: tuple[Stage, ...] = (Stage("haar", 2),)) -> InvertibleRescaler:
     """A two-block model: for tests whose point is logic, not the full architecture."""
-    from irn_trt.train.models import randomize_weights
-
     return randomize_weights(InvertibleRescaler(IRNConfig("tiny", scale_stages)), seed=3).eval()
 
 
@@ -198,20 +185,27 @@ def test_graphs_take_any_multiple_of_the_scale_and_batches(x4_dir: Path) -> None
 # --- other architectures ----------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["irn_x3", "irn_x8", "irn_e_x4"])  # x2: the CLI test
 def test_other_scales_export_fp32(tmp_path: Path, name: str, set5_dir: Path) -> None:
-    model = random_model(name, seed=2)
+    """Each registry entry's structure (tiny depth: the export's logic does not depend on
+    the number of blocks) exports, verifies, and costs what runtime/costs.py counts."""
+    config = tiny_config(name)
+    model = randomize_weights(InvertibleRescaler(config), seed=2).eval()
     s = model.scale
-    crop = _crop(read_rgb(list_images(set5_dir)[1]), 32 * s, 32 * s)
+    crop = centre_crop(read_rgb(list_images(set5_dir)[1]), 32 * s, 32 * s)
     m = export_model(
         model, tmp_path, options=ExportOptions(precisions=("fp32",)), verify_images=[("c", crop)]
     )
     assert m.scale == s and {g.file for g in m.graphs} == {"down.fp32.onnx", "up.fp32.onnx"}
+    assert m.architecture == config.to_dict()
     assert m.parity["down_fp32_vs_torch"]["equal_fraction"] >= 0.999
     assert m.halo == measure_halo(model.config).halo
     lr = _session(tmp_path / "down.fp32.onnx").run(None, {"hr": crop[None]})[0]
     assert lr.shape == (1, crop.shape[0] // s, crop.shape[1] // s, 3)
+    h, w = 8 * s, 12 * s
+    want = model_macs(m.architecture, h, w)
+    assert graph_conv_macs(tmp_path / "down.fp32.onnx", (1, h, w, 3)) == want
+    assert graph_conv_macs(tmp_path / "up.fp32.onnx", (1, h // s, w // s, 3)) == want
 
 
 def test_learned_downsampling_is_conv_with_precomputed_inverse() -> None:
