@@ -63,7 +63,7 @@ def centre_crop(img: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def set5_crops(set5_dir: Path) -> list[tuple[str, np.ndarray]]:
+def set5_crop_images(set5_dir: Path) -> list[tuple[str, np.ndarray]]:
     """Centre crops of all five Set5 images (64x64 to 96x128: small but real)."""
     from irn_trt.runtime.image_io import list_images, read_rgb
 
@@ -119,7 +119,7 @@ class ExportedModel:
 
 @pytest.fixture(scope="session")
 def tmp_model_dir(
-    tmp_path_factory: pytest.TempPathFactory, set5_crops: list[tuple[str, np.ndarray]]
+    tmp_path_factory: pytest.TempPathFactory, set5_crop_images: list[tuple[str, np.ndarray]]
 ) -> ExportedModel:
     """Random-weight IRN x4 exported at FP32 + FP16 (uint8 I/O, z = 0) to a temp dir,
     verified against PyTorch on the Set5 crops: the one full-depth x4 export of the suite.
@@ -136,7 +136,10 @@ def tmp_model_dir(
     model = random_model("irn_x4", seed=0, std=0.005)
     ckpt = save_checkpoint(model, root / "checkpoint")
     export_model(
-        model, root / "model", checkpoint_sha256=checkpoint_sha256(ckpt), verify_images=set5_crops
+        model,
+        root / "model",
+        checkpoint_sha256=checkpoint_sha256(ckpt),
+        verify_images=set5_crop_images,
     )
     return ExportedModel(root / "model", ckpt, load_manifest(root / "model"))
 

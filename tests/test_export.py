@@ -85,12 +85,12 @@ def test_x4_directory_has_five_checked_files(x4_dir: Path, x4_model) -> None:
 
 
 @pytest.mark.slow
-def test_x4_fp32_matches_pytorch_on_set5(x4_dir: Path, x4_model, set5_crops) -> None:
+def test_x4_fp32_matches_pytorch_on_set5(x4_dir: Path, x4_model, set5_crop_images) -> None:
     # An independent check of what the export's own verification enforced (on all five).
     down, up = _session(x4_dir / "down.fp32.onnx"), _session(x4_dir / "up.fp32.onnx")
     equal = total = 0
     with torch.no_grad():
-        for _, hr in set5_crops[:2]:
+        for _, hr in set5_crop_images[:2]:
             y, _ = x4_model(to_tensor(hr))
             lr_t = to_uint8(quantize(y))
             lr_g = down.run(None, {"hr": hr[None]})[0][0]
@@ -106,15 +106,15 @@ def test_x4_fp32_matches_pytorch_on_set5(x4_dir: Path, x4_model, set5_crops) -> 
 
 
 @pytest.mark.slow
-def test_x4_fp16_parity_and_end_to_end(x4_dir: Path, x4_model, set5_crops) -> None:
+def test_x4_fp16_parity_and_end_to_end(x4_dir: Path, x4_model, set5_crop_images) -> None:
     p = load_manifest(x4_dir).parity
     assert p["down_fp16_vs_fp32"]["within1_fraction"] >= 0.99
     assert p["up_fp16_vs_fp32"]["min_psnr_db"] >= 45
     assert abs(p["e2e_y_psnr_db"]["fp16"] - p["e2e_y_psnr_db"]["fp32"]) <= 0.1
     # The exported pipeline reproduces irn-eval's protocol numbers for the same weights.
-    ref = np.mean([s.psnr for s in evaluate_model(x4_model, set5_crops)])
+    ref = np.mean([s.psnr for s in evaluate_model(x4_model, set5_crop_images)])
     assert abs(p["e2e_y_psnr_db"]["fp32"] - ref) <= 0.02
-    assert [e["image"] for e in p["images"]] == [n for n, _ in set5_crops]
+    assert [e["image"] for e in p["images"]] == [n for n, _ in set5_crop_images]
 
 
 def _float_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -260,10 +260,10 @@ def _session_bytes(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def test_float32_io_export(tmp_path: Path, set5_crops) -> None:
+def test_float32_io_export(tmp_path: Path, set5_crop_images) -> None:
     model = _tiny()
     m = export_model(
-        model, tmp_path, options=ExportOptions(io="float32"), verify_images=set5_crops[:2]
+        model, tmp_path, options=ExportOptions(io="float32"), verify_images=set5_crop_images[:2]
     )
     g = m.graph("down", "fp16")
     assert (g.inputs[0].dtype, g.inputs[0].layout, g.outputs[0].dtype) == (
@@ -271,7 +271,7 @@ def test_float32_io_export(tmp_path: Path, set5_crops) -> None:
         "NCHW",
         "float32",
     )
-    x = set5_crops[0][1].transpose(2, 0, 1)[None].astype(np.float32) / 255
+    x = set5_crop_images[0][1].transpose(2, 0, 1)[None].astype(np.float32) / 255
     lr = _session(tmp_path / "down.fp16.onnx").run(None, {"hr": x})[0]
     assert lr.dtype == np.float32 and lr.shape == (1, 3, 32, 32)
     levels = lr * 255
@@ -279,24 +279,24 @@ def test_float32_io_export(tmp_path: Path, set5_crops) -> None:
 
 
 @pytest.mark.slow
-def test_export_is_idempotent(tmp_path: Path, set5_crops) -> None:
+def test_export_is_idempotent(tmp_path: Path, set5_crop_images) -> None:
     model = _tiny((Stage("haar", 1), Stage("haar", 1)))
     opts = ExportOptions(precisions=("fp32",))
-    a = export_model(model, tmp_path / "a", options=opts, verify_images=set5_crops[:1])
-    b = export_model(model, tmp_path / "b", options=opts, verify_images=set5_crops[:1])
+    a = export_model(model, tmp_path / "a", options=opts, verify_images=set5_crop_images[:1])
+    b = export_model(model, tmp_path / "b", options=opts, verify_images=set5_crop_images[:1])
     assert [g.sha256 for g in a.graphs] == [g.sha256 for g in b.graphs]
     assert (tmp_path / "a" / "manifest.json").read_bytes() == (
         tmp_path / "b" / "manifest.json"
     ).read_bytes()
 
 
-def test_failed_verification_leaves_directory_untouched(tmp_path: Path, set5_crops) -> None:
+def test_failed_verification_leaves_directory_untouched(tmp_path: Path, set5_crop_images) -> None:
     out = tmp_path / "model"
     out.mkdir()
     (out / "down.fp32.onnx").write_bytes(b"previous")
     impossible = Bounds(down_fp32_min_equal=1.01)  # a fraction never exceeds 1
     with pytest.raises(IRNError, match="verification failed"):
-        export_model(_tiny(), out, verify_images=set5_crops[:1], bounds=impossible)
+        export_model(_tiny(), out, verify_images=set5_crop_images[:1], bounds=impossible)
     assert [p.name for p in out.iterdir()] == ["down.fp32.onnx"]
     assert (out / "down.fp32.onnx").read_bytes() == b"previous"
 
