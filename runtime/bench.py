@@ -1,4 +1,4 @@
-"""``irn-bench``: megapixels/s and peak memory per backend, precision and tile size (JSON).
+"""``irn-bench``: megapixels/s, GFLOP/s against a measured peak, and peak memory (JSON).
 
 Each configuration runs in its own child process, so its peak RSS is its own
 (``ru_maxrss`` only ever grows within a process) and one backend's threads or
@@ -6,6 +6,15 @@ caches cannot slow the next. Optionally PyTorch eager on the checkpoint the
 model directory was exported from (its child is ``irn_trt.train.bench_eager``,
 so the runtime stays torch-free) and Set5-style round-trip quality per
 configuration (the evidence for BF16 being a default or not).
+
+Speed is also given as achieved GFLOP/s (2 x the multiply-adds of the model's
+convolutions on the image, ``runtime/costs.py``; tile overlap that is computed twice
+is not counted) and as a fraction of a reference peak that each child measures on its
+own backend with the same settings: one 3x3 convolution with 256 channels
+(:func:`~irn_trt.runtime.costs.conv_peak_onnx`). Configurations that cannot run on
+this machine (a backend that is not installed or has no device, BF16 on a CPU without
+it, PyTorch not installed) are listed as skipped with the reason, and do not fail the
+run. Heavy modules are imported only where used, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -16,34 +25,54 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from tqdm import tqdm
-
-from .api import Rescaler
 from .atomic import write_text_atomic
-from .cli import peak_rss_mb
 from .errors import IRNError, cli_entry
-from .image_io import list_images, read_rgb
-from .metrics import y_psnr_ssim
-from .resize import imresize, modcrop
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .api import Rescaler
 
 __all__ = [
     "BenchConfig",
+    "PRESETS",
     "parse_configs",
+    "skip_reason",
     "synthetic_image",
     "bench_image",
     "time_median",
+    "measure_peak",
     "child_main",
     "main",
 ]
 
 PROG = "irn-bench"
 TORCH = "torch-eager"
+DEFAULT_CONFIGS = "trt:fp16,ort-cuda:fp16,ov-cpu:fp32,ov-cpu:bf16,ort-cpu:fp32"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults for the size, repeats and the reference convolution's spatial size."""
+
+    size: str
+    repeat: int
+    peak_hw: tuple[int, int]
+
+
+#: ``default``: the numbers to quote; ``quick`` (``--quick``): a check in well under a
+#: minute on a 2-core CPU (small image, one timed run, a smaller reference conv).
+PRESETS = {
+    "default": Preset("960x544", 3, (128, 128)),
+    "quick": Preset("192x128", 1, (64, 64)),
+}
 
 
 @dataclass(frozen=True)
@@ -60,17 +89,53 @@ class BenchConfig:
 
 def parse_configs(text: str, tiles: Sequence[int | None]) -> list[BenchConfig]:
     """``"ov-cpu:fp32,ov-cpu:bf16,ort-cpu"`` x tiles -> configs (precision default ``auto``)."""
+    from .api import PRECISIONS
+    from .backends import get_spec
+
     out = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         backend, _, precision = part.partition(":")
-        out.extend(BenchConfig(backend, precision or "auto", t) for t in tiles)
+        precision = precision or "auto"
+        if backend != TORCH:
+            spec = get_spec(backend)  # unknown names: one clear line
+            if precision not in ("auto", *spec.precisions):
+                raise IRNError(
+                    f"{part}: {backend} does not run {precision} "
+                    f"(choose from {', '.join(spec.precisions)})"
+                )
+        elif precision not in ("auto", "fp32"):
+            raise IRNError(f"{part}: {TORCH} runs fp32 only")
+        if precision not in PRECISIONS:
+            raise IRNError(f"{part}: unknown precision {precision!r}")
+        out.extend(BenchConfig(backend, precision, t) for t in tiles)
     if not out:
         raise IRNError("no configurations given (--configs)")
     return out
 
 
+def skip_reason(cfg: BenchConfig) -> str | None:
+    """Why ``cfg`` cannot run on this machine (None: it can), without loading any model."""
+    if cfg.backend == TORCH:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            return "torch is not installed (pip install irn-trt[train])"
+        return None
+    from .backends import candidates
+
+    reason = candidates((cfg.backend,))[0].reason
+    if reason is None and cfg.backend == "ov-cpu" and cfg.precision == "bf16":
+        from .backends.ov_cpu import cpu_supports_bf16
+
+        if not cpu_supports_bf16():
+            reason = "this CPU has no BF16 support (OpenVINO lists no BF16 capability)"
+    return reason
+
+
 def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A deterministic textured test image (speed does not depend on content)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     base = 127.5 + 60 * np.sin(xx / 37.0)[..., None] * np.cos(yy / 23.0)[..., None]
@@ -79,6 +144,11 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_image(image: str | None, height: int, width: int) -> np.ndarray:
+    import numpy as np
+
+    from .image_io import read_rgb
+    from .resize import imresize
+
     if image is None:
         return synthetic_image(height, width)
     img = read_rgb(image)
@@ -96,8 +166,50 @@ def time_median(fn, repeat: int) -> tuple[float, object]:  # type: ignore[no-unt
     return statistics.median(times), out
 
 
+def measure_peak(run: Callable[[], object], macs: int, repeat: int) -> float:
+    """GFLOP/s of ``run`` (``macs`` multiply-adds per call): best of ``repeat`` after a warm-up."""
+    run()
+    best = float("inf")
+    for _ in range(max(repeat, 2)):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * macs / best / 1e9
+
+
+def _backend_peak(rescaler: Rescaler, height: int, width: int, repeat: int) -> float:
+    """The reference conv's GFLOP/s on the backend the rescaler uses, with its options."""
+    import numpy as np
+
+    from .costs import PEAK_CHANNELS, conv_macs, conv_peak_onnx
+    from .manifest import GraphInfo, TensorInfo, file_sha256
+
+    be = rescaler.backend("down")
+    shape = (1, PEAK_CHANNELS, height, width)
+    with tempfile.TemporaryDirectory(prefix="irn-bench-peak-") as tmp:
+        path = Path(tmp) / "conv_peak.onnx"
+        path.write_bytes(conv_peak_onnx(PEAK_CHANNELS, height, width))
+        graph = GraphInfo(
+            "peak",
+            "fp32",
+            path.name,
+            file_sha256(path),
+            (TensorInfo("x", "float32", shape, "NCHW"),),
+            (TensorInfo("y", "float32", shape, "NCHW"),),
+        )
+        peak = type(be)(tmp, rescaler.manifest, graph, be.options)
+        x = {"x": np.random.default_rng(0).random(shape, dtype=np.float32)}
+        return measure_peak(lambda: peak.run(x), conv_macs(PEAK_CHANNELS, height, width), repeat)
+
+
 def _quality_runtime(rescaler: Rescaler, folder: str) -> float:
     """Mean Y-PSNR of the round trip over a folder, irn-eval's protocol (mod-crop, border)."""
+    import numpy as np
+
+    from .image_io import list_images, read_rgb
+    from .metrics import y_psnr_ssim
+    from .resize import modcrop
+
     s = rescaler.scale
     vals = []
     for f in list_images(folder):
@@ -107,6 +219,8 @@ def _quality_runtime(rescaler: Rescaler, folder: str) -> float:
 
 
 def _child_runtime(args: dict) -> dict:
+    from .api import Rescaler
+
     cfg = BenchConfig(args["backend"], args["precision"], args["tile"])
     r = Rescaler.load(
         args["model_dir"],
@@ -128,6 +242,12 @@ def _child_runtime(args: dict) -> dict:
         t, _ = time_median(lambda: r.upscale(lr), args["repeat"])
         res["up_s"], res["up_mp_per_s"] = round(t, 4), round(mp / t, 4)
     res["tiles_per_image"] = r.count_tiles(hr.shape[0], hr.shape[1])
+    try:
+        peak = _backend_peak(r, *args["peak_hw"], max(args["repeat"], 3))
+        res["peak_gflop_per_s"] = round(peak, 2)
+    except Exception as exc:  # a reference the backend cannot run is reported, not fatal
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        res["peak_error"] = msg
     if args["quality"]:
         res["quality_y_psnr"] = round(_quality_runtime(r, args["quality"]), 4)
     return res
@@ -135,6 +255,8 @@ def _child_runtime(args: dict) -> dict:
 
 def child_main(payload: str, measure) -> int:  # type: ignore[no-untyped-def]
     """Run one configuration (``measure(args) -> dict``) and print its JSON line."""
+    from .cli import peak_rss_mb
+
     args = json.loads(payload)
     try:
         res = measure(args)
@@ -161,6 +283,16 @@ def _run_config(cfg: BenchConfig, common: dict, timeout: float | None) -> dict:
     return json.loads(lines[-1])
 
 
+def _add_flops(res: dict[str, Any], gflop: float) -> None:
+    """Achieved GFLOP/s per direction and its fraction of the row's measured peak."""
+    peak = res.get("peak_gflop_per_s")
+    for d in ("down", "up"):
+        if res.get(f"{d}_s"):
+            res[f"{d}_gflop_per_s"] = round(gflop / res[f"{d}_s"], 2)
+            if peak:
+                res[f"{d}_fraction_of_peak"] = round(res[f"{d}_gflop_per_s"] / peak, 3)
+
+
 def _ratios(results: list[dict]) -> dict[str, float]:
     """Speed of each configuration relative to the first ort-cpu one (down direction)."""
     ref = next((r for r in results if r["backend"] == "ort-cpu" and "down_mp_per_s" in r), None)
@@ -184,11 +316,15 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d, q = PRESETS["default"], PRESETS["quick"]
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Benchmark backends/precisions/tile sizes on one model directory: "
-        "megapixels/s (HR side, median of --repeat runs after a warm-up) and peak RSS, as JSON.",
-        epilog="example:\n"
+        "megapixels/s (HR side, median of --repeat runs after a warm-up), achieved GFLOP/s "
+        "and its fraction of a peak measured on the same backend, and peak RSS, as JSON. "
+        "Configurations this machine cannot run are listed as skipped, with the reason.",
+        epilog="examples:\n"
+        "  irn-bench --quick                                # under a minute, any machine\n"
         "  irn-bench --model-dir build/irn_x4 --configs ov-cpu:fp32,ov-cpu:bf16,ort-cpu:fp32 \\\n"
         "      --torch-checkpoint weights/irn_x4 --size 960x544 --threads 2 --json bench.json\n"
         "  irn-bench --configs ov-cpu:fp32,ov-cpu:bf16 --quality ../shared/data/eval/Set5",
@@ -201,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--configs",
-        default="ov-cpu:fp32,ov-cpu:bf16,ort-cpu:fp32",
+        default=DEFAULT_CONFIGS,
         help="comma-separated BACKEND[:PRECISION] (default: %(default)s)",
     )
     p.add_argument(
@@ -212,10 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--torch-checkpoint", type=Path, help="also time PyTorch eager on this checkpoint"
     )
-    p.add_argument("--size", default="960x544", help="HR test size WxH (default: %(default)s)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"quick preset: --size {q.size} --repeat {q.repeat} and a smaller reference conv",
+    )
+    p.add_argument("--size", help=f"HR test size WxH (default: {d.size}; --quick: {q.size})")
     p.add_argument("--image", help="crop the test image from this file (default: synthetic)")
     p.add_argument("--direction", choices=["down", "up", "both"], default="both")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per config (median)")
+    p.add_argument(
+        "--repeat", type=int, help=f"timed runs per config, median (default: {d.repeat})"
+    )
     p.add_argument("--threads", type=int, help="CPU threads (default: the backend's choice)")
     p.add_argument("--quality", help="also measure the mean round-trip Y-PSNR on this folder")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
@@ -230,18 +373,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--child"] and len(argv) == 2:
         return child_main(argv[1], _child_runtime)
     args = build_parser().parse_args(argv)
-    width, height = _parse_size(args.size)
-    if args.repeat < 1:
-        raise IRNError(f"--repeat must be at least 1, got {args.repeat}")
+    preset = PRESETS["quick" if args.quick else "default"]
+    width, height = _parse_size(args.size or preset.size)
+    repeat = preset.repeat if args.repeat is None else args.repeat
+    if repeat < 1:
+        raise IRNError(f"--repeat must be at least 1, got {repeat}")
     try:
         tiles = [int(t) or None for t in args.tiles.split(",")]
     except ValueError:
         raise IRNError(f"--tiles must be integers, got {args.tiles!r}") from None
-    configs = parse_configs(args.configs, tiles)
-    if args.model_dir is None:
-        from .model_store import find_model_dir
+    from .manifest import load_manifest
+    from .model_store import find_model_dir
 
+    if args.model_dir is None:
         args.model_dir = find_model_dir()
+    manifest = load_manifest(args.model_dir)  # fail early, in one line
+    configs = parse_configs(args.configs, tiles)
     if args.torch_checkpoint is not None:
         configs.append(BenchConfig(TORCH, "fp32", None))
     common = {
@@ -251,28 +398,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         "height": height,
         "width": width,
         "directions": ["down", "up"] if args.direction == "both" else [args.direction],
-        "repeat": args.repeat,
+        "repeat": repeat,
         "threads": args.threads,
         "quality": args.quality,
+        "peak_hw": list(preset.peak_hw),
     }
-    from .manifest import load_manifest
+    from tqdm import tqdm
 
-    manifest = load_manifest(args.model_dir)  # fail early, in one line
+    from .costs import model_macs
+
+    gflop = 2 * model_macs(manifest.architecture, height, width) / 1e9
     results = []
     for cfg in tqdm(configs, desc="configs", unit="cfg", disable=args.quiet):
-        res = {"label": cfg.label(), **asdict(cfg), **_run_config(cfg, common, args.timeout)}
-        if "error" in res and not args.quiet:
-            tqdm.write(f"{PROG}: {cfg.label()}: {res['error']}", file=sys.stderr)
+        res: dict[str, Any] = {"label": cfg.label(), **asdict(cfg)}
+        reason = skip_reason(cfg)
+        if reason is not None:
+            res["skipped"] = reason
+            if not args.quiet:
+                tqdm.write(f"{PROG}: {cfg.label()}: skipped: {reason}", file=sys.stderr)
+        else:
+            res.update(_run_config(cfg, common, args.timeout))
+            _add_flops(res, gflop)
+            if "error" in res and not args.quiet:
+                tqdm.write(f"{PROG}: {cfg.label()}: {res['error']}", file=sys.stderr)
         results.append(res)
     report = {
         "model": manifest.model,
         "model_dir": str(args.model_dir),
         "size": [width, height],
         "image": args.image or "synthetic",
+        "preset": "quick" if args.quick else "default",
+        "repeat": repeat,
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()),
+        "gflop_per_image": round(gflop, 3),
+        "gflop_counts": "2 x multiply-adds of the model's convolutions per direction on the "
+        "image (runtime/costs.py); tile overlap computed twice is not counted",
+        "peak_reference": f"3x3 conv, 256 channels, {preset.peak_hw[1]}x{preset.peak_hw[0]}, "
+        "best of the timed runs, on each row's backend and settings",
         "results": results,
+        "skipped": {r["label"]: r["skipped"] for r in results if "skipped" in r},
         "down_speed_vs_ort_cpu": _ratios(results),
     }
     text = json.dumps(report, indent=2) + "\n"

@@ -43,6 +43,7 @@ __all__ = [
     "CorruptCacheEntryError",
     "EngineCache",
     "default_cache_dir",
+    "user_cache_dir",
     "stderr_warning",
 ]
 
@@ -59,13 +60,19 @@ def stderr_warning(message: str) -> None:
     print(f"irn-trt: warning: {message}", file=sys.stderr)
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/irn-trt/engines`` (``~/.cache/irn-trt/engines``): per user, not per model.
+def user_cache_dir(kind: str) -> Path:
+    """``$XDG_CACHE_HOME/irn-trt/<kind>`` (``~/.cache/irn-trt/<kind>``): per user, not per model.
 
-    Model directories may be read-only or shared; engines are per GPU and per user.
+    Model directories may be read-only or shared; compiled engines are per machine and
+    per user. ``kind`` is ``engines`` (TensorRT plans) or ``openvino`` (compiled models).
     """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "irn-trt" / "engines"
+    return Path(base) / "irn-trt" / kind
+
+
+def default_cache_dir() -> Path:
+    """The TensorRT engine cache: ``$XDG_CACHE_HOME/irn-trt/engines``."""
+    return user_cache_dir("engines")
 
 
 def _slug(text: str) -> str:

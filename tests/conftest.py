@@ -1,13 +1,21 @@
-"""Shared fixtures: the shared data folder, and the `gpu` marker's skip logic."""
+"""Shared fixtures: the shared data, the one exported x4 model, tiny registry configs, and
+the `gpu` marker's skip logic."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 from irn_trt.runtime.manifest import ModelManifest, load_manifest
+
+if TYPE_CHECKING:
+    from irn_trt.train.models import IRNConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -49,6 +57,54 @@ def set5_dir() -> Path:
     return SET5
 
 
+def centre_crop(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return np.ascontiguousarray(img[top : top + h, left : left + w])
+
+
+@pytest.fixture(scope="session")
+def set5_crop_images(set5_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """Centre crops of all five Set5 images (64x64 to 96x128: small but real)."""
+    from irn_trt.runtime.image_io import list_images, read_rgb
+
+    sizes = [(64, 64), (96, 128), (80, 96), (64, 96), (96, 64)]
+    files = list_images(set5_dir)
+    assert len(files) == 5
+    return [(f.name, centre_crop(read_rgb(f), *hw)) for f, hw in zip(files, sizes, strict=True)]
+
+
+def tiny_config(name: str) -> IRNConfig:
+    """A registry entry's structure (its downsamplers, stage by stage) with one coupling
+    block per stage (none where the entry has none) and a narrow dense block: for tests of
+    the structure, whose cost should not grow with the full depth. The full configurations'
+    parameter counts are checked in test_models.py."""
+    from irn_trt.train.models import Stage, get_config
+
+    full = get_config(name)
+    stages = tuple(Stage(s.downsampler, min(s.blocks, 1)) for s in full.stages)
+    return dataclasses.replace(full, stages=stages, growth=8)
+
+
+def graph_conv_macs(path: Path, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of every Conv / ConvTranspose in an ONNX graph at one input shape,
+    read from the graph itself (OpenVINO propagates the static shapes)."""
+    ov = pytest.importorskip("openvino")
+    model = ov.Core().read_model(str(path))
+    model.reshape({model.inputs[0].any_name: ov.PartialShape(list(input_shape))})
+    total = 0
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "Convolution":  # weights (Cout, Cin, kh, kw): per output element
+            w = list(op.input(1).get_shape())
+            total += math.prod(op.output(0).get_shape()) * math.prod(w[1:])
+        elif kind == "ConvolutionBackpropData":  # weights (Cin, Cout, kh, kw): per input
+            w = list(op.input(1).get_shape())
+            total += math.prod(op.input(0).get_shape()) * math.prod(w[1:])
+        else:
+            assert "Convolution" not in kind, f"uncounted convolution type {kind}"
+    return total
+
+
 # --- runtime tests: a real exported random-weight IRN x4 (session-scoped) ----------------
 
 
@@ -62,8 +118,11 @@ class ExportedModel:
 
 
 @pytest.fixture(scope="session")
-def tmp_model_dir(tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
-    """Random-weight IRN x4 exported at FP32 + FP16 (uint8 I/O, z = 0) to a temp dir.
+def tmp_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, set5_crop_images: list[tuple[str, np.ndarray]]
+) -> ExportedModel:
+    """Random-weight IRN x4 exported at FP32 + FP16 (uint8 I/O, z = 0) to a temp dir,
+    verified against PyTorch on the Set5 crops: the one full-depth x4 export of the suite.
 
     The weights are perturbed less than the exporter's default (std 0.005 instead
     of 0.02: Set5-crop round trip ~19 dB instead of ~11 dB), so small numeric
@@ -76,7 +135,12 @@ def tmp_model_dir(tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
     root = tmp_path_factory.mktemp("irn_x4_random")
     model = random_model("irn_x4", seed=0, std=0.005)
     ckpt = save_checkpoint(model, root / "checkpoint")
-    export_model(model, root / "model", checkpoint_sha256=checkpoint_sha256(ckpt))
+    export_model(
+        model,
+        root / "model",
+        checkpoint_sha256=checkpoint_sha256(ckpt),
+        verify_images=set5_crop_images,
+    )
     return ExportedModel(root / "model", ckpt, load_manifest(root / "model"))
 
 
@@ -105,3 +169,11 @@ def images(train_dir: Path) -> list:
     from train_support import load_images
 
     return load_images(train_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Compiled-model and engine caches of the tests go to a temp dir, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield

@@ -10,48 +10,37 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import centre_crop, graph_conv_macs, tiny_config
 from irn_trt.export.api import ExportOptions, build_graph, export_model
 from irn_trt.export.graphs import GraphSpec
 from irn_trt.export.halo import measure_halo, measure_receptive_field
 from irn_trt.export.onnx_graph import OPSET, TENSORRT_OPS, ops_used
 from irn_trt.export.random_init import random_model
 from irn_trt.export.verify import Bounds
+from irn_trt.runtime.costs import model_macs
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.image_io import list_images, read_rgb
 from irn_trt.runtime.manifest import file_sha256, load_manifest
+from irn_trt.train.checkpoint import load_checkpoint
 from irn_trt.train.evaluate import evaluate_model, to_tensor, to_uint8
-from irn_trt.train.models import InvertibleRescaler, IRNConfig, Stage, quantize
+from irn_trt.train.models import InvertibleRescaler, IRNConfig, Stage, quantize, randomize_weights
 from irn_trt.train.modules import LearnedDownsampling3
 from onnx import TensorProto
 
 FILES = ("down.fp32.onnx", "down.fp16.onnx", "up.fp32.onnx", "up.fp16.onnx", "manifest.json")
 
 
-def _crop(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-    return np.ascontiguousarray(img[top : top + h, left : left + w])
+@pytest.fixture(scope="module")
+def x4_dir(tmp_model_dir) -> Path:
+    """irn_x4 (random weights) exported at both precisions, verified on the Set5 crops
+    (the suite's shared export, conftest.tmp_model_dir)."""
+    return tmp_model_dir.path
 
 
 @pytest.fixture(scope="module")
-def set5_crops(set5_dir: Path) -> list[tuple[str, np.ndarray]]:
-    """Centre crops of all five Set5 images (64x64 to 96x128: small but real)."""
-    sizes = [(64, 64), (96, 128), (80, 96), (64, 96), (96, 64)]
-    files = list_images(set5_dir)
-    assert len(files) == 5
-    return [(f.name, _crop(read_rgb(f), *hw)) for f, hw in zip(files, sizes, strict=True)]
-
-
-@pytest.fixture(scope="module")
-def x4_model() -> InvertibleRescaler:
-    return random_model("irn_x4", seed=1)
-
-
-@pytest.fixture(scope="module")
-def x4_dir(tmp_path_factory, x4_model, set5_crops) -> Path:
-    """irn_x4 (random weights) exported at both precisions, verified on the Set5 crops."""
-    out = tmp_path_factory.mktemp("export") / "irn_x4"
-    export_model(x4_model, out, verify_images=set5_crops)
-    return out
+def x4_model(tmp_model_dir) -> InvertibleRescaler:
+    """The model that directory was exported from."""
+    return load_checkpoint(tmp_model_dir.checkpoint)[0].eval()
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -60,8 +49,6 @@ def _session(path: Path) -> ort.InferenceSession:
 
 def _tiny(scale_stages: tuple[Stage, ...] = (Stage("haar", 2),)) -> InvertibleRescaler:
     """A two-block model: for tests whose point is logic, not the full architecture."""
-    from irn_trt.train.models import randomize_weights
-
     return randomize_weights(InvertibleRescaler(IRNConfig("tiny", scale_stages)), seed=3).eval()
 
 
@@ -98,12 +85,12 @@ def test_x4_directory_has_five_checked_files(x4_dir: Path, x4_model) -> None:
 
 
 @pytest.mark.slow
-def test_x4_fp32_matches_pytorch_on_set5(x4_dir: Path, x4_model, set5_crops) -> None:
+def test_x4_fp32_matches_pytorch_on_set5(x4_dir: Path, x4_model, set5_crop_images) -> None:
     # An independent check of what the export's own verification enforced (on all five).
     down, up = _session(x4_dir / "down.fp32.onnx"), _session(x4_dir / "up.fp32.onnx")
     equal = total = 0
     with torch.no_grad():
-        for _, hr in set5_crops[:2]:
+        for _, hr in set5_crop_images[:2]:
             y, _ = x4_model(to_tensor(hr))
             lr_t = to_uint8(quantize(y))
             lr_g = down.run(None, {"hr": hr[None]})[0][0]
@@ -119,15 +106,15 @@ def test_x4_fp32_matches_pytorch_on_set5(x4_dir: Path, x4_model, set5_crops) -> 
 
 
 @pytest.mark.slow
-def test_x4_fp16_parity_and_end_to_end(x4_dir: Path, x4_model, set5_crops) -> None:
+def test_x4_fp16_parity_and_end_to_end(x4_dir: Path, x4_model, set5_crop_images) -> None:
     p = load_manifest(x4_dir).parity
     assert p["down_fp16_vs_fp32"]["within1_fraction"] >= 0.99
     assert p["up_fp16_vs_fp32"]["min_psnr_db"] >= 45
     assert abs(p["e2e_y_psnr_db"]["fp16"] - p["e2e_y_psnr_db"]["fp32"]) <= 0.1
     # The exported pipeline reproduces irn-eval's protocol numbers for the same weights.
-    ref = np.mean([s.psnr for s in evaluate_model(x4_model, set5_crops)])
+    ref = np.mean([s.psnr for s in evaluate_model(x4_model, set5_crop_images)])
     assert abs(p["e2e_y_psnr_db"]["fp32"] - ref) <= 0.02
-    assert [e["image"] for e in p["images"]] == [n for n, _ in set5_crops]
+    assert [e["image"] for e in p["images"]] == [n for n, _ in set5_crop_images]
 
 
 def _float_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -198,20 +185,27 @@ def test_graphs_take_any_multiple_of_the_scale_and_batches(x4_dir: Path) -> None
 # --- other architectures ----------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["irn_x3", "irn_x8", "irn_e_x4"])  # x2: the CLI test
 def test_other_scales_export_fp32(tmp_path: Path, name: str, set5_dir: Path) -> None:
-    model = random_model(name, seed=2)
+    """Each registry entry's structure (tiny depth: the export's logic does not depend on
+    the number of blocks) exports, verifies, and costs what runtime/costs.py counts."""
+    config = tiny_config(name)
+    model = randomize_weights(InvertibleRescaler(config), seed=2).eval()
     s = model.scale
-    crop = _crop(read_rgb(list_images(set5_dir)[1]), 32 * s, 32 * s)
+    crop = centre_crop(read_rgb(list_images(set5_dir)[1]), 32 * s, 32 * s)
     m = export_model(
         model, tmp_path, options=ExportOptions(precisions=("fp32",)), verify_images=[("c", crop)]
     )
     assert m.scale == s and {g.file for g in m.graphs} == {"down.fp32.onnx", "up.fp32.onnx"}
+    assert m.architecture == config.to_dict()
     assert m.parity["down_fp32_vs_torch"]["equal_fraction"] >= 0.999
     assert m.halo == measure_halo(model.config).halo
     lr = _session(tmp_path / "down.fp32.onnx").run(None, {"hr": crop[None]})[0]
     assert lr.shape == (1, crop.shape[0] // s, crop.shape[1] // s, 3)
+    h, w = 8 * s, 12 * s
+    want = model_macs(m.architecture, h, w)
+    assert graph_conv_macs(tmp_path / "down.fp32.onnx", (1, h, w, 3)) == want
+    assert graph_conv_macs(tmp_path / "up.fp32.onnx", (1, h // s, w // s, 3)) == want
 
 
 def test_learned_downsampling_is_conv_with_precomputed_inverse() -> None:
@@ -266,10 +260,10 @@ def _session_bytes(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def test_float32_io_export(tmp_path: Path, set5_crops) -> None:
+def test_float32_io_export(tmp_path: Path, set5_crop_images) -> None:
     model = _tiny()
     m = export_model(
-        model, tmp_path, options=ExportOptions(io="float32"), verify_images=set5_crops[:2]
+        model, tmp_path, options=ExportOptions(io="float32"), verify_images=set5_crop_images[:2]
     )
     g = m.graph("down", "fp16")
     assert (g.inputs[0].dtype, g.inputs[0].layout, g.outputs[0].dtype) == (
@@ -277,7 +271,7 @@ def test_float32_io_export(tmp_path: Path, set5_crops) -> None:
         "NCHW",
         "float32",
     )
-    x = set5_crops[0][1].transpose(2, 0, 1)[None].astype(np.float32) / 255
+    x = set5_crop_images[0][1].transpose(2, 0, 1)[None].astype(np.float32) / 255
     lr = _session(tmp_path / "down.fp16.onnx").run(None, {"hr": x})[0]
     assert lr.dtype == np.float32 and lr.shape == (1, 3, 32, 32)
     levels = lr * 255
@@ -285,24 +279,24 @@ def test_float32_io_export(tmp_path: Path, set5_crops) -> None:
 
 
 @pytest.mark.slow
-def test_export_is_idempotent(tmp_path: Path, set5_crops) -> None:
+def test_export_is_idempotent(tmp_path: Path, set5_crop_images) -> None:
     model = _tiny((Stage("haar", 1), Stage("haar", 1)))
     opts = ExportOptions(precisions=("fp32",))
-    a = export_model(model, tmp_path / "a", options=opts, verify_images=set5_crops[:1])
-    b = export_model(model, tmp_path / "b", options=opts, verify_images=set5_crops[:1])
+    a = export_model(model, tmp_path / "a", options=opts, verify_images=set5_crop_images[:1])
+    b = export_model(model, tmp_path / "b", options=opts, verify_images=set5_crop_images[:1])
     assert [g.sha256 for g in a.graphs] == [g.sha256 for g in b.graphs]
     assert (tmp_path / "a" / "manifest.json").read_bytes() == (
         tmp_path / "b" / "manifest.json"
     ).read_bytes()
 
 
-def test_failed_verification_leaves_directory_untouched(tmp_path: Path, set5_crops) -> None:
+def test_failed_verification_leaves_directory_untouched(tmp_path: Path, set5_crop_images) -> None:
     out = tmp_path / "model"
     out.mkdir()
     (out / "down.fp32.onnx").write_bytes(b"previous")
     impossible = Bounds(down_fp32_min_equal=1.01)  # a fraction never exceeds 1
     with pytest.raises(IRNError, match="verification failed"):
-        export_model(_tiny(), out, verify_images=set5_crops[:1], bounds=impossible)
+        export_model(_tiny(), out, verify_images=set5_crop_images[:1], bounds=impossible)
     assert [p.name for p in out.iterdir()] == ["down.fp32.onnx"]
     assert (out / "down.fp32.onnx").read_bytes() == b"previous"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import gpu_unavailable_reason
 from irn_trt.runtime.api import Rescaler, select_backend
@@ -91,3 +92,38 @@ def test_fallback_when_a_backend_fails_to_load(tmp_model_dir, monkeypatch) -> No
     r2 = Rescaler.load(tmp_model_dir.path, backend="ov-cpu", precision="fp32", no_tile=True)
     with pytest.raises(IRNError, match="backend ov-cpu failed to load: simulated compile failure$"):
         r2.backend("down")
+
+
+def test_ov_cpu_second_load_uses_the_compiled_model_cache(tmp_model_dir, tmp_path) -> None:
+    """The first load compiles and fills the cache; a second (fresh Core) loads the blob."""
+    from irn_trt.runtime.backends.base import BackendOptions
+
+    ov = backend_class("ov-cpu")
+    if ov.probe() is not None:
+        pytest.skip(f"ov-cpu unavailable: {ov.probe()}")
+    m = tmp_model_dir.manifest
+    graph = m.graph("down", "fp32")
+    cache = tmp_path / "ov-cache"
+    opts = BackendOptions(threads=1, cache_dir=cache, inference_precision="fp32")
+    first = ov(tmp_model_dir.path, m, graph, opts)
+    first.load()
+    assert first.loaded_from_cache is False
+    blobs = list(cache.iterdir())
+    assert blobs and all(b.stat().st_size > 0 for b in blobs)
+    second = ov(tmp_model_dir.path, m, graph, opts)
+    second.load()
+    assert second.loaded_from_cache is True
+    assert list(cache.iterdir()) == blobs  # nothing recompiled or added
+    x = {graph.inputs[0].name: np.full((1, 16, 16, 3), 128, dtype=np.uint8)}
+    assert (first.run(x) == second.run(x)).all()
+    # Another graph (as a re-export to the same path would be) is another entry.
+    other = ov(tmp_model_dir.path, m, m.graph("up", "fp32"), opts)
+    other.load()
+    assert other.loaded_from_cache is False and len(list(cache.iterdir())) == len(blobs) + 1
+
+
+def test_ov_cpu_default_cache_is_per_user(tmp_model_dir, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    m = tmp_model_dir.manifest
+    be = backend_class("ov-cpu")(tmp_model_dir.path, m, m.graph("down", "fp32"))
+    assert be.cache_dir == tmp_path / "xdg" / "irn-trt" / "openvino" and be.cache_dir.is_dir()

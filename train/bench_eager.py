@@ -10,7 +10,9 @@ import sys
 
 import numpy as np
 import torch
-from irn_trt.runtime.bench import bench_image, child_main, time_median
+import torch.nn.functional as F
+from irn_trt.runtime.bench import bench_image, child_main, measure_peak, time_median
+from irn_trt.runtime.costs import PEAK_CHANNELS, conv_macs
 from irn_trt.runtime.manifest import load_manifest
 
 from .checkpoint import checkpoint_sha256, load_checkpoint
@@ -43,6 +45,16 @@ def measure_eager(args: dict) -> dict:
             model.inverse(lr)
             t, _ = time_median(lambda: model.inverse(lr), args["repeat"])
             res["up_s"], res["up_mp_per_s"] = round(t, 4), round(mp / t, 4)
+        # The reference peak on the same backend: the 3x3 conv irn-bench runs elsewhere.
+        ph, pw = args["peak_hw"]
+        px = torch.rand(1, PEAK_CHANNELS, ph, pw, generator=torch.Generator().manual_seed(0))
+        pk = torch.randn(PEAK_CHANNELS, PEAK_CHANNELS, 3, 3) * 0.02
+        peak = measure_peak(
+            lambda: F.conv2d(px, pk, padding=1),
+            conv_macs(PEAK_CHANNELS, ph, pw),
+            max(args["repeat"], 3),
+        )
+        res["peak_gflop_per_s"] = round(peak, 2)
     if args["quality"]:
         res["quality_y_psnr"] = round(
             summarize(evaluate_model(model, load_image_set(args["quality"]))).psnr, 4

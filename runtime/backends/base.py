@@ -28,7 +28,7 @@ class BackendOptions:
     threads: int | None = None  # CPU threads (None: the backend's default)
     max_batch: int = 1  # tiles per call the backend may be given
     tile_hw: tuple[int, int] | None = None  # input tile shape (H, W) for static/profile shapes
-    cache_dir: Path | None = None  # engine / compiled-model cache (GPU backends)
+    cache_dir: Path | None = None  # engine / compiled-model cache (trt, ov-cpu)
     verbose: bool = False
     # Arithmetic precision when it differs from the graph's ("bf16": OpenVINO's
     # inference precision hint on an FP32 graph); None: the graph's own precision.
