@@ -20,6 +20,7 @@ from .atomic import write_text_atomic
 from .backends import backend_names
 from .errors import IRNError, cli_entry
 from .image_io import IMAGE_SUFFIXES, ImageData, list_images, read_image, to_pil, write_image
+from .memory import parse_memory
 from .metrics import y_psnr_ssim_banded
 from .pngmeta import LRMetadata
 
@@ -99,9 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="arithmetic precision (default: the backend's best validated one)",
     )
     p.add_argument("--tile", type=int, help="tile edge in HR pixels (multiple of the scale)")
-    p.add_argument("--overlap", type=int, help="tile overlap in HR pixels (default: halo x scale)")
+    p.add_argument(
+        "--overlap",
+        help="tile overlap in HR pixels, or 'exact' for the full receptive field (default: the "
+        "manifest's effective halo, where a tile edge changes no output byte)",
+    )
     p.add_argument(
         "--no-tile", action="store_true", help="run whole images (memory grows with size)"
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="CPU backends: peak memory to plan tiles for, e.g. 2G or 800M (default: a quarter "
+        "of the RAM, at most 3G); images that fit run whole",
     )
     p.add_argument("--threads", type=int, help="CPU threads for CPU backends")
     p.add_argument("--batch", type=int, help="tiles per backend call (default: backend's choice)")
@@ -300,6 +311,15 @@ def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float)
     }
 
 
+def _overlap_arg(text: str | None) -> int | str | None:
+    if text is None or text == "exact":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise IRNError(f"--overlap {text!r} must be 'exact' or a number of HR pixels") from None
+
+
 @cli_entry(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -318,11 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend=args.backend,
         precision=args.precision,
         tile=args.tile,
-        overlap=args.overlap,
+        overlap=_overlap_arg(args.overlap),
         no_tile=args.no_tile,
         threads=args.threads,
         batch=args.batch,
         log=info,
+        max_memory=parse_memory(args.max_memory) if args.max_memory is not None else None,
     )
     runner = Runner(rescaler, args.mode, args.quiet)
     t0 = time.perf_counter()
