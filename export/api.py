@@ -34,7 +34,7 @@ from irn_trt.train.models import InvertibleRescaler
 from safetensors.torch import save as safetensors_save
 
 from .graphs import DownGraph, GraphSpec, IOKind, UpGraph, ZPolicy
-from .halo import measure_halo
+from .halo import measure_effective_halo, measure_halo
 from .onnx_graph import OPSET, DynamicIO, ops_used, trace_to_onnx
 from .verify import Bounds, GraphSet, OrtGraph, measure_parity
 
@@ -171,6 +171,7 @@ def export_model(
     checkpoint_sha256: str | None = None,
     verify_images: Sequence[tuple[str, np.ndarray]] = (),
     bounds: Bounds | None = None,
+    halo_images: Sequence[np.ndarray] = (),
     progress: bool = False,
 ) -> ModelManifest:
     """Export ``model`` into ``out_dir``; returns the manifest written there.
@@ -180,6 +181,9 @@ def export_model(
     fails, leaving ``out_dir`` untouched, if a bound is broken. The numbers go into
     the manifest's ``parity``. ``checkpoint_sha256`` defaults to the hash of the
     weights themselves (for models that do not come from a checkpoint file).
+    ``halo_images`` (HR uint8): when given, the trained weights' effective halo is
+    measured on them (:func:`.halo.measure_effective_halo`) and recorded in the
+    manifest's ``effective_halo``, the runtime's default tile overlap.
     """
     from tqdm import tqdm
 
@@ -234,6 +238,7 @@ def export_model(
             parity = report.numbers
 
         halo = measure_halo(model.config)
+        effective = measure_effective_halo(model, halo_images, halo) if halo_images else None
         graph_infos = []
         for direction in ("down", "up"):
             for precision in options.precisions:
@@ -262,6 +267,7 @@ def export_model(
             versions=_versions(),
             graphs=tuple(graph_infos),
             parity=parity,
+            effective_halo=effective.to_dict() if effective is not None else None,
         )
         write_manifest(tmp, manifest)
         for info in graph_infos:

@@ -234,12 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, sha = _load(args, name)
     out = Path(args.out) if args.out else export_root() / model.config.name
     images = _verify_images(args.verify_image, args.verify_size, args.quiet) if args.verify else []
+    # Trained weights: measure the effective halo (default tile overlap) on the first
+    # verification image, uncropped (random weights keep the exact halo).
+    halo_images = [] if args.random_init else [_verify_images(args.verify_image, 0, True)[0][1]]
     manifest = export_model(
         model,
         out,
         options=options,
         checkpoint_sha256=sha,
         verify_images=images,
+        halo_images=halo_images,
         progress=not args.quiet,
     )
     if args.plugins:
@@ -250,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_manifest(out, manifest)
     if not args.quiet:
         files = ", ".join(g.file for g in manifest.graphs)
-        print(f"wrote {out}/: {files}, manifest.json (halo {manifest.halo} LR px)")
+        halo = f"halo {manifest.halo} LR px"
+        if manifest.effective_halo is not None:
+            halo += f", effective {manifest.overlap_halo} LR px (default tile overlap)"
+        print(f"wrote {out}/: {files}, manifest.json ({halo})")
         if manifest.parity.get("images"):
             print(_summary(manifest.parity))
     return 0

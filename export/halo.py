@@ -14,16 +14,25 @@ strip widens until the change no longer reaches its ends.
 
 from __future__ import annotations
 
+import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from irn_trt.train.models import InvertibleRescaler, IRNConfig
 from irn_trt.train.modules import CouplingBlock
 from torch.autograd import forward_ad
 
-__all__ = ["Halo", "measure_halo", "measure_receptive_field"]
+__all__ = [
+    "EFFECTIVE_HALO_THRESHOLD",
+    "EffectiveHalo",
+    "Halo",
+    "measure_effective_halo",
+    "measure_halo",
+    "measure_receptive_field",
+]
 
 
 @dataclass(frozen=True)
@@ -165,3 +174,154 @@ def measure_receptive_field(
         if width >= max_width:
             raise RuntimeError(f"receptive field wider than {max_width} LR pixels")
         width *= 2
+
+
+#: An output change smaller than this (in 8-bit levels, i.e. 1/255 of the [0, 1]
+#: range) flips a rounded byte only if the exact value lies within it of a
+#: rounding boundary: at most ~1e-6 of the bytes next to a seam, and far below
+#: the FP32 noise of the graphs themselves (~3e-5 levels, measured).
+EFFECTIVE_HALO_THRESHOLD = 1e-6
+#: LR px added to the measured distance: other content than the probe's can reach
+#: a pixel farther (measured on the shipped irn_x4: 17/17 on Set5 baby, up to 18
+#: on the 4K photos); the change shrinks about 3-4x per LR px out there.
+EFFECTIVE_HALO_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class EffectiveHalo:
+    """Tile overlap (LR px) past which a tile edge changes no output by ``threshold`` levels.
+
+    ``down`` and ``up`` include ``margin``; ``measured`` is False where the
+    change did not fade within the probe (then they are the exact field).
+    """
+
+    down: int
+    up: int
+    threshold: float  # in 8-bit levels
+    margin: int
+    measured: bool
+
+    @property
+    def halo(self) -> int:
+        return max(self.down, self.up)
+
+    def to_dict(self) -> dict[str, int | float | bool]:
+        return {
+            "down": self.down,
+            "up": self.up,
+            "threshold_levels": self.threshold,
+            "margin": self.margin,
+            "measured": self.measured,
+        }
+
+
+def _strips(x: torch.Tensor, cut: int, span: int, s_in: int) -> dict[str, torch.Tensor]:
+    """Two strips from the centre of (1, C, h, w) ``x``, ``cut + span`` LR px long.
+
+    "h" is wide (for the left/right edges); "v" is tall, stored transposed (for
+    the top/bottom edges), so both are cut along their last axis.
+    """
+    n = cut + span
+    rows = max(1, min(16, span // 2))
+    h, w = x.shape[-2] // s_in, x.shape[-1] // s_in
+    r0, c0 = (h - rows) // 2, (w - rows) // 2
+    t0, l0 = (h - n) // 2, (w - n) // 2
+    return {
+        "h": x[..., r0 * s_in : (r0 + rows) * s_in, l0 * s_in : (l0 + n) * s_in],
+        "v": x[..., t0 * s_in : (t0 + n) * s_in, c0 * s_in : (c0 + rows) * s_in].transpose(-1, -2),
+    }
+
+
+def _edge_profile(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    strips: dict[str, torch.Tensor],
+    cut: int,
+    span: int,
+    s_in: int,
+    s_out: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Largest output change (levels) per LR px of distance from a tile edge, all four sides.
+
+    A tile edge is made by cutting ``cut`` LR px off one end of a strip (``s_in``
+    input px per LR px); the cut strip's output is compared with the uncut one's
+    over the ``span`` LR px next to the edge (``s_out`` output px per LR px).
+    Also returns the uncut strips' outputs.
+    """
+    worst = torch.zeros(span, dtype=torch.float64)
+    fulls: dict[str, torch.Tensor] = {}
+    for kind, strip in strips.items():
+
+        def run(t: torch.Tensor, kind: str = kind) -> torch.Tensor:
+            if kind == "v":  # stored transposed: run upright, return transposed
+                return fn(t.transpose(-1, -2)).transpose(-1, -2)
+            return fn(t)
+
+        full = fulls[kind] = run(strip)
+        for side in ("left", "right"):
+            if side == "left":
+                part = run(strip[..., cut * s_in :])
+                ref = full[..., cut * s_out :]
+            else:
+                part = run(strip[..., : span * s_in]).flip(-1)
+                ref = full[..., : span * s_out].flip(-1)
+            diff = (part - ref).abs().amax(dim=(0, 1, 2)) * 255.0
+            worst = torch.maximum(worst, diff.reshape(span, s_out).amax(dim=1))
+    return worst, fulls
+
+
+def measure_effective_halo(
+    model: InvertibleRescaler,
+    images: Sequence[np.ndarray],
+    exact: Halo,
+    threshold: float = EFFECTIVE_HALO_THRESHOLD,
+    cut: int = 24,
+    span: int = 40,
+    margin: int = EFFECTIVE_HALO_MARGIN,
+) -> EffectiveHalo:
+    """The overlap (LR px) that tiles of the *trained* ``model`` need, per direction.
+
+    ``exact`` (the receptive field) bounds how far a change can go at all; with
+    trained weights it fades long before. In the centre of each HR uint8 image
+    (at least ``(cut + span) * scale`` px square), a tile edge is simulated by
+    cutting ``cut`` LR px off each side of a strip in turn (float64, so rounding
+    noise does not hide the tail); the result is the smallest distance from the
+    edge beyond which no output (down: the LR before quantisation; up: the HR
+    from the strip's quantised LR, z = 0) changes by ``threshold`` levels or
+    more, plus ``margin``. Where the change has not faded within ``span`` LR px
+    (or no image is large enough), the exact field is used. Float64 on the
+    CPU: about 20 s per image for irn_x4 on one core.
+    """
+    s = model.scale
+    net = copy.deepcopy(model).to(torch.float64).eval()
+    n_hr = (cut + span) * s
+    down_prof = torch.zeros(span, dtype=torch.float64)
+    up_prof = torch.zeros(span, dtype=torch.float64)
+    used = 0
+
+    def down(t: torch.Tensor) -> torch.Tensor:
+        return net(t)[0]
+
+    with torch.no_grad():
+        for img in images:
+            h, w = img.shape[:2]
+            if min(h, w) < n_hr:
+                continue
+            x = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None]
+            strips = _strips(x.to(torch.float64) / 255.0, cut, span, s)
+            prof, lrs = _edge_profile(down, strips, cut, span, s, 1)
+            down_prof = torch.maximum(down_prof, prof)
+            lr_strips = {k: torch.round(v.clamp(0.0, 1.0) * 255.0) / 255.0 for k, v in lrs.items()}
+            prof, _ = _edge_profile(net.inverse, lr_strips, cut, span, 1, s)
+            up_prof = torch.maximum(up_prof, prof)
+            used += 1
+
+    def radius(profile: torch.Tensor, exact_r: int) -> tuple[int, bool]:
+        above = (profile >= threshold).nonzero().flatten()
+        if used == 0 or (above.numel() and int(above.max()) == span - 1):
+            return exact_r, False
+        r = int(above.max()) + 1 if above.numel() else 0
+        return min(r + margin, exact_r), True
+
+    d, d_ok = radius(down_prof, exact.down)
+    u, u_ok = radius(up_prof, exact.up)
+    return EffectiveHalo(d, u, threshold, margin, measured=d_ok and u_ok)

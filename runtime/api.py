@@ -26,11 +26,12 @@ from .backends import AUTO_ORDER, Backend, BackendOptions, Candidate, candidates
 from .errors import IRNError
 from .image_io import ImageData, resize_alpha
 from .manifest import GraphInfo, ModelManifest, file_sha256, load_manifest
+from .memory import budget_tile, default_max_memory, tiles_by_budget
 from .model_store import DEFAULT_MODEL, find_model_dir, find_model_for_scale
 from .pngmeta import KEY_PREFIX, LRMetadata
 from .scales import format_scale, parse_scale, resize_exact
 from .scales import lr_size as scaled_lr_size
-from .tiling import TileConfig, pad_to_multiple, plan_tiles, run_tiled
+from .tiling import TileConfig, TileSize, pad_to_multiple, plan_tiles, run_tiled
 from .trt_plan import DEFAULT_MAX_BATCH
 
 __all__ = [
@@ -164,13 +165,17 @@ class Rescaler:
         batch: int | None,
         log: Log,
         output_scale: float | None = None,
+        whole: bool = False,
+        max_memory: int | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.manifest = manifest
         self.selection = selection
         self._fallbacks = list(fallbacks)
         self._requested_precision = requested_precision
-        self.tile_lr = tile_lr
+        self.tile_lr = tile_lr  # explicit --tile (LR px); None: the backend's policy
+        self.whole = whole  # --no-tile
+        self.max_memory = max_memory or default_max_memory()  # bytes, CPU tile policy
         self.overlap_lr = overlap_lr
         self.threads = threads
         self._batch = batch
@@ -190,13 +195,14 @@ class Rescaler:
         backend: str = "auto",
         precision: str = "auto",
         tile: int | None = None,
-        overlap: int | None = None,
+        overlap: int | str | None = None,
         no_tile: bool = False,
         threads: int | None = None,
         batch: int | None = None,
         log: Log | None = None,
         model: str | None = None,
         scale: float | None = None,
+        max_memory: int | None = None,
     ) -> Rescaler:
         """Open a model directory (cheap: nothing is compiled until the first image).
 
@@ -205,9 +211,13 @@ class Rescaler:
         ``irn_x4``, or with ``scale`` the model of the nearest integer scale at or
         above it. ``scale`` (in (1, 8], at most the model's) is the output scale:
         a scale below the model's runs with a bicubic resize around the model.
-        ``tile`` and ``overlap`` are HR pixels and must be multiples of the scale
-        (defaults: the manifest's halo for the overlap, :func:`default_tile_lr`
-        for the tile); ``no_tile`` runs whole images. Every problem with these
+        ``tile`` and ``overlap`` are HR pixels and must be multiples of the scale;
+        ``overlap="exact"`` is the full receptive field (the manifest's ``halo``),
+        the default its effective halo where recorded. Without ``tile``, GPU
+        backends (engine profile shapes) use :func:`default_tile_lr`, CPU backends
+        whole images or the largest tiles whose modelled peak RSS fits ``max_memory``
+        bytes (default :func:`irn_trt.runtime.memory.default_max_memory`);
+        ``no_tile`` runs whole images. Every problem with these
         arguments, the model directory or the precision is an ``IRNError`` here,
         before any image is touched.
         """
@@ -227,6 +237,12 @@ class Rescaler:
                 f"--scale {format_scale(out_scale)} needs a model of scale {math.ceil(out_scale)} "
                 f"or more; {manifest.model} is x{s}"
             )
+        if isinstance(overlap, str):
+            if overlap != "exact":
+                raise IRNError(f"--overlap {overlap!r} must be 'exact' or a number of HR pixels")
+            overlap = manifest.halo * s
+        if max_memory is not None and max_memory <= 0:
+            raise IRNError(f"--max-memory must be positive, got {max_memory} bytes")
         if tile is not None and (tile <= 0 or tile % s):
             raise IRNError(f"--tile {tile} must be a positive multiple of the scale {s} (HR px)")
         if overlap is not None and (overlap < 0 or overlap % s):
@@ -238,10 +254,8 @@ class Rescaler:
         for label, value in (("--threads", threads), ("--batch", batch)):
             if value is not None and value < 1:
                 raise IRNError(f"{label} must be at least 1, got {value}")
-        overlap_lr = manifest.halo if overlap is None else overlap // s
-        tile_lr = (
-            None if no_tile else (default_tile_lr(manifest.halo) if tile is None else tile // s)
-        )
+        overlap_lr = manifest.overlap_halo if overlap is None else overlap // s
+        tile_lr = None if tile is None else tile // s
         if tile_lr is not None and tile_lr <= 2 * overlap_lr:
             raise IRNError(
                 f"--tile {tile_lr * s} must be larger than twice the overlap "
@@ -260,6 +274,8 @@ class Rescaler:
             batch,
             log or _silent,
             float(s) if out_scale is None else out_scale,
+            whole=no_tile,
+            max_memory=max_memory,
         )
         for direction in ("down", "up"):  # a damaged graph is named now, not per image
             rescaler._verify_graph(rescaler._graph(direction))
@@ -275,8 +291,9 @@ class Rescaler:
         _, inference = _graph_precision(self.selection.precision)
         batch = self._batch or (DEFAULT_MAX_BATCH if cls.benefits_from_batch else 1)
         tile_hw = None
-        if self.tile_lr is not None:
-            tile_hw = (self.tile_lr * self.scale, self.tile_lr * self.scale)
+        fixed = self._fixed_tile_lr(cls)
+        if fixed is not None:
+            tile_hw = (fixed * self.scale, fixed * self.scale)
         return BackendOptions(
             threads=self.threads,
             max_batch=batch,
@@ -338,9 +355,26 @@ class Rescaler:
             return be
 
     # --- running -----------------------------------------------------------------------
-    def _tile_config(self, cls: type[Backend]) -> TileConfig:
+    def _fixed_tile_lr(self, cls: type[Backend]) -> int | None:
+        """The square tile (LR px) of ``--tile``, or the default of a GPU (engine-shape) backend."""
+        if self.whole:
+            return None
+        if self.tile_lr is None and not tiles_by_budget(cls.name):
+            return default_tile_lr(self.manifest.halo)
+        return self.tile_lr
+
+    def _tile(self, cls: type[Backend], direction: str, lr_h: int, lr_w: int) -> TileSize | None:
+        """The tile for one image: fixed (``--tile``, GPU) or fitted to the memory budget (CPU)."""
+        if self.whole or self.tile_lr is not None or not tiles_by_budget(cls.name):
+            return self._fixed_tile_lr(cls)
+        return budget_tile(
+            cls.name, direction, lr_h, lr_w, self.scale, self.overlap_lr, self.max_memory
+        )
+
+    def _tile_config(self, cls: type[Backend], direction: str, lr_h: int, lr_w: int) -> TileConfig:
         batch = self._batch or (DEFAULT_MAX_BATCH if cls.benefits_from_batch else 1)
-        return TileConfig(self.tile_lr, self.overlap_lr, batch=batch, pad_to_tile=cls.fixed_shape)
+        tile = self._tile(cls, direction, lr_h, lr_w)
+        return TileConfig(tile, self.overlap_lr, batch=batch, pad_to_tile=cls.fixed_shape)
 
     def _run_graph(self, be: Backend, x: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) uint8 -> (B, h', w', 3) uint8 through the graph's own I/O convention."""
@@ -377,17 +411,23 @@ class Rescaler:
             self.tiles_run += x.shape[0]
             return self._run_graph(be, x)
 
-        return run_tiled(
-            img, run_batch, in_per_lr, out_per_lr, self._tile_config(type(be)), on_tile
-        )
+        lr_h, lr_w = img.shape[0] // in_per_lr, img.shape[1] // in_per_lr
+        config = self._tile_config(type(be), direction, lr_h, lr_w)
+        try:
+            return run_tiled(img, run_batch, in_per_lr, out_per_lr, config, on_tile)
+        finally:
+            be.release_memory()  # the other direction may run next: one peak at a time
 
     def count_tiles(self, height: int, width: int, direction: str = "down") -> int:
         """How many tiles an image of this size (input side of ``direction``) takes."""
+        from .backends import backend_class
+
         if direction == "down":
             lr_w, lr_h = scaled_lr_size((width, height), self.output_scale)
         else:
             lr_w, lr_h = width, height
-        return len(plan_tiles(lr_h, lr_w, self.tile_lr, self.overlap_lr))
+        tile = self._tile(backend_class(self.selection.backend), direction, lr_h, lr_w)
+        return len(plan_tiles(lr_h, lr_w, tile, self.overlap_lr))
 
     def downscale(
         self, image: ImageData | np.ndarray, on_tile: Callable[[int], None] | None = None

@@ -38,6 +38,7 @@ from .image_io import (
     read_image,
     write_image,
 )
+from .memory import parse_memory
 from .metrics import SSIM_MIN_SIDE, y_quality
 from .model_store import DEFAULT_MODEL, MODELS_ENV
 from .pngmeta import KEY_PREFIX, LRMetadata
@@ -131,10 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, help="tile edge in HR pixels (multiple of the scale)")
     p.add_argument(
-        "--overlap", type=int, help="tile overlap in HR pixels (default: the model's halo)"
+        "--overlap",
+        help="tile overlap in HR pixels, or 'exact' for the full receptive field (default: the "
+        "manifest's effective halo, where a tile edge changes no output byte)",
     )
     p.add_argument(
         "--no-tile", action="store_true", help="run whole images (memory grows with size)"
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="CPU backends: peak memory to plan tiles for, e.g. 2G or 800M (default: a quarter "
+        "of the RAM, at most 3G); images that fit run whole",
     )
     p.add_argument("--threads", type=int, help="CPU threads for CPU backends")
     p.add_argument("--batch", type=int, help="tiles per backend call (default: backend's choice)")
@@ -430,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend=args.backend,
         precision=args.precision,
         tile=args.tile,
-        overlap=args.overlap,
+        overlap=_overlap_arg(args.overlap),
+        max_memory=parse_memory(args.max_memory) if args.max_memory is not None else None,
         no_tile=args.no_tile,
         threads=args.threads,
         batch=args.batch,
@@ -489,6 +499,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if interrupted:
         raise KeyboardInterrupt
     return 1 if summary["failed"] else 0
+
+
+def _overlap_arg(text: str | None) -> int | str | None:
+    if text is None or text == "exact":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise IRNError(f"--overlap {text!r} must be 'exact' or a number of HR pixels") from None
 
 
 def _stderr_line(text: str) -> None:

@@ -5,6 +5,19 @@ A model directory holds ``manifest.json`` plus up to four ONNX graphs
 This module is the single definition of that format: the exporter builds a
 :class:`ModelManifest` and writes it with :func:`write_manifest`; every backend
 reads it with :func:`load_manifest`. Torch-free.
+
+Tiling fields (LR pixels):
+
+- ``halo``: the exact receptive-field radius of the architecture (the larger of
+  down and up). Tiles that overlap by this much reproduce an untiled run up to
+  floating-point noise whatever the weights (``irn-trt-run --overlap exact``).
+- ``effective_halo`` (optional, absent or null in older manifests):
+  ``{"down": int, "up": int, "threshold_levels": float, "margin": int}``, how
+  far a tile edge changes the *trained* model's output by ``threshold_levels``
+  8-bit levels or more (measured at export by
+  :func:`irn_trt.export.halo.measure_effective_halo`, ``margin`` LR px
+  included); never above ``halo``. The runtime's default overlap is its
+  larger value (:attr:`ModelManifest.overlap_halo`), or ``halo`` without it.
 """
 
 from __future__ import annotations
@@ -84,7 +97,15 @@ class ModelManifest:
     versions: dict[str, str]
     graphs: tuple[GraphInfo, ...]
     parity: dict[str, Any] = field(default_factory=dict)
+    effective_halo: dict[str, Any] | None = None  # see the module docstring
     format: str = MANIFEST_FORMAT
+
+    @property
+    def overlap_halo(self) -> int:
+        """Default tile overlap (LR px): the effective halo if recorded, else the exact ``halo``."""
+        if self.effective_halo is None:
+            return self.halo
+        return min(self.halo, max(int(self.effective_halo["down"]), int(self.effective_halo["up"])))
 
     def graph(self, direction: str, precision: str) -> GraphInfo:
         for g in self.graphs:
@@ -134,8 +155,19 @@ class ModelManifest:
             versions=dict(d["versions"]),
             graphs=graphs,
             parity=dict(d.get("parity", {})),
+            effective_halo=_effective_halo(d.get("effective_halo")),
             format=d.get("format", MANIFEST_FORMAT),
         )
+
+
+def _effective_halo(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    eh = dict(raw)
+    for key in ("down", "up"):
+        if not isinstance(eh.get(key), int) or eh[key] < 0:
+            raise ValueError(f"effective_halo.{key} must be a non-negative integer")
+    return eh
 
 
 def load_manifest(model_dir: str | os.PathLike[str]) -> ModelManifest:

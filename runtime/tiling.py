@@ -1,12 +1,17 @@
-"""One tiling engine for every backend: fixed tile shape, overlap, crop-stitch.
+"""One tiling engine for every backend: one tile shape per image, overlap, crop-stitch.
 
 The plan is made in LR pixels, so HR offsets and sizes are always multiples of
 the scale (Haar/IRN_LD need that) for both directions. Every tile has the same
 shape: along an axis longer than the tile, the last tile is shifted back inside
 the image instead of shrinking (one static engine shape serves all tiles).
-Each tile keeps only its centre; the ``overlap`` (>= the model's receptive-field
-radius, the manifest's ``halo``) is cropped away, so no blending is needed and
-the result equals an untiled run up to floating-point noise.
+Each tile keeps only its centre; the ``overlap`` (by default the manifest's
+effective halo, where a tile edge no longer changes an output byte, or its exact
+receptive field ``halo``) is cropped away, so no blending is needed and the
+result equals an untiled run up to floating-point noise.
+
+Tiles are square and fixed (``tile``) for backends with static engine shapes;
+CPU backends get whole images, or the fewest largest tiles (possibly
+rectangular) that fit a memory budget (:func:`fit_tiles`).
 
 Only the output image is allocated at full size; tiles are streamed, so the
 backend's working memory is bounded by the tile size, not the image size.
@@ -28,6 +33,7 @@ __all__ = [
     "TileConfig",
     "plan_axis",
     "plan_tiles",
+    "fit_tiles",
     "pad_to_multiple",
     "run_tiled",
 ]
@@ -91,34 +97,87 @@ class TilePlan:
         return len(self.tiles)
 
 
-def plan_tiles(lr_h: int, lr_w: int, tile: int | None, overlap: int) -> TilePlan:
+TileSize = int | tuple[int, int]  # square edge, or (height, width), in LR pixels
+
+
+def _hw(tile: TileSize) -> tuple[int, int]:
+    return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+
+
+def plan_tiles(lr_h: int, lr_w: int, tile: TileSize | None, overlap: int) -> TilePlan:
     """Plan an ``lr_h`` x ``lr_w`` (LR pixels) image; ``tile=None`` means one whole-image tile."""
-    if tile is None:
-        tile = max(lr_h, lr_w)
-    ys = plan_axis(lr_h, tile, overlap)
-    xs = plan_axis(lr_w, tile, overlap)
+    tile_h, tile_w = (lr_h, lr_w) if tile is None else _hw(tile)
+    ys = plan_axis(lr_h, tile_h, overlap)
+    xs = plan_axis(lr_w, tile_w, overlap)
     return TilePlan(lr_h, lr_w, tuple(Tile(y, x) for y in ys for x in xs))
+
+
+def _tile_for(length: int, count: int, overlap: int) -> int:
+    """The shortest tile that covers ``length`` in ``count`` tiles (see :func:`plan_axis`)."""
+    if count == 1:
+        return length
+    return -(-(length + 2 * overlap * (count - 1)) // count)
+
+
+def fit_tiles(lr_h: int, lr_w: int, overlap: int, max_pixels: int) -> tuple[int, int] | None:
+    """The tile (h, w) in LR px of at most ``max_pixels`` that computes the fewest pixels.
+
+    ``None`` when the whole image fits (one tile, no overlap paid). Otherwise a
+    grid of ny x nx equal tiles is searched; tile edges stay above twice the
+    overlap, so the kept core of every tile is non-empty.
+    """
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    if lr_h * lr_w <= max_pixels:
+        return None
+    best: tuple[int, int, int] | None = None  # (computed pixels, h, w)
+    for ny in range(1, lr_h + 1):
+        th = _tile_for(lr_h, ny, overlap)
+        if th <= 2 * overlap and ny > 1:
+            break
+        if th * min(lr_w, 2 * overlap + 1) > max_pixels:
+            continue  # even the narrowest useful tile is too large with this height
+        for nx in range(1, lr_w + 1):
+            tw = _tile_for(lr_w, nx, overlap)
+            if tw <= 2 * overlap and nx > 1:
+                break
+            if th * tw <= max_pixels:
+                cost = (
+                    len(plan_axis(lr_h, th, overlap)) * th * len(plan_axis(lr_w, tw, overlap)) * tw
+                )
+                if best is None or cost < best[0]:
+                    best = (cost, th, tw)
+                break  # more columns only cost more overlap
+    if best is None:
+        raise IRNError(
+            f"no tile of at most {max_pixels} LR px keeps anything with an overlap of "
+            f"{overlap} LR px (raise the memory budget or lower the overlap)"
+        )
+    return best[1], best[2]
 
 
 @dataclass(frozen=True)
 class TileConfig:
-    """Tiling settings in LR pixels (``tile=None``: whole images)."""
+    """Tiling settings in LR pixels (``tile=None``: whole images; ``(h, w)``: rectangular)."""
 
-    tile: int | None
+    tile: TileSize | None
     overlap: int
     batch: int = 1
     pad_to_tile: bool = False  # pad images smaller than the tile up to it (static shapes)
 
     def __post_init__(self) -> None:
-        if self.tile is not None and self.tile < 1:
-            raise IRNError(f"tile must be positive, got {self.tile}")
         if self.overlap < 0:
             raise IRNError(f"overlap must be >= 0, got {self.overlap}")
-        if self.tile is not None and self.tile <= 2 * self.overlap:
-            raise IRNError(
-                f"tile ({self.tile} LR px) must be larger than twice the overlap "
-                f"({self.overlap} LR px)"
-            )
+        if self.tile is None:
+            return
+        for edge in _hw(self.tile):
+            if edge < 1:
+                raise IRNError(f"tile must be positive, got {self.tile}")
+            if edge <= 2 * self.overlap:
+                raise IRNError(
+                    f"tile ({edge} LR px) must be larger than twice the overlap "
+                    f"({self.overlap} LR px)"
+                )
 
 
 def pad_to_multiple(img: np.ndarray, multiple_h: int, multiple_w: int) -> np.ndarray:
@@ -155,21 +214,19 @@ def run_tiled(
         raise ValueError(f"image {w}x{h} is not a multiple of {in_per_lr}")
     lr_h, lr_w = h // in_per_lr, w // in_per_lr
     src = image
-    if (
-        config.pad_to_tile
-        and config.tile is not None
-        and (lr_h < config.tile or lr_w < config.tile)
-    ):
-        # Small images: pad to the tile so the backend always sees the one tile shape.
-        src = np.pad(
-            image,
-            (
-                (0, max(0, config.tile - lr_h) * in_per_lr),
-                (0, max(0, config.tile - lr_w) * in_per_lr),
-                (0, 0),
-            ),
-            mode="edge",
-        )
+    if config.pad_to_tile and config.tile is not None:
+        tile_h, tile_w = _hw(config.tile)
+        if lr_h < tile_h or lr_w < tile_w:
+            # Small images: pad to the tile so the backend always sees the one tile shape.
+            src = np.pad(
+                image,
+                (
+                    (0, max(0, tile_h - lr_h) * in_per_lr),
+                    (0, max(0, tile_w - lr_w) * in_per_lr),
+                    (0, 0),
+                ),
+                mode="edge",
+            )
     plan = plan_tiles(
         src.shape[0] // in_per_lr, src.shape[1] // in_per_lr, config.tile, config.overlap
     )

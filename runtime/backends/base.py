@@ -84,5 +84,13 @@ class Backend(abc.ABC):
         self.load()
         return self._run(feeds)
 
+    def release_memory(self) -> None:
+        """Free the working memory a backend keeps between calls (default: nothing kept).
+
+        The runtime calls it after each image and direction, so a round trip's
+        peak is one direction's, not both held at once.
+        """
+        return None
+
     def describe(self) -> str:
         return f"{self.name} ({self.graph.direction}.{self.graph.precision})"

@@ -1,0 +1,150 @@
+"""Memory budget -> tile size for the CPU backends (torch-free).
+
+CPU backends take any input shape, so they need no fixed tile: ``irn-trt-run``
+runs whole images, or, when an image would not fit ``--max-memory``, the
+fewest and largest tiles that do (:func:`irn_trt.runtime.tiling.fit_tiles`).
+The budget becomes a tile size through a linear model of the process's peak
+RSS (:data:`PEAK_MODELS`), measured per backend and direction.
+
+Default budget (:func:`default_max_memory`): a quarter of the machine's memory
+(physical RAM, or the cgroup limit when lower), at most 3 GiB, so a 4K photo's
+round trip stays under 4 GB with room for the model's own noise, and two jobs
+fit side by side on an 8 GB machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import IRNError
+from .tiling import fit_tiles
+
+__all__ = [
+    "DEFAULT_MAX_MEMORY_CAP",
+    "budget_tile",
+    "IMAGE_BYTES_PER_PX",
+    "PEAK_MODELS",
+    "PeakModel",
+    "default_max_memory",
+    "machine_memory",
+    "max_tile_pixels",
+    "parse_memory",
+    "tiles_by_budget",
+]
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+#: Upper bound of the default budget (bytes).
+DEFAULT_MAX_MEMORY_CAP = 3 * GIB
+
+
+@dataclass(frozen=True)
+class PeakModel:
+    """Peak RSS ~= ``base`` + ``per_px`` x HR pixels of the largest tile (bytes)."""
+
+    base: int
+    per_px: float
+
+
+#: Measured on irn_x4 (uint8 I/O, FP32 graphs, 1 thread, OpenVINO 2026.4, ONNX Runtime
+#: 1.32, x86-64 without AVX-512): peak RSS (``ru_maxrss``) of a fresh process that loads
+#: one direction and runs one untiled square image through ``Rescaler`` at 512^2, 768^2,
+#: 1024^2/1536^2 and 2048^2 HR px (up: its LR input), least-squares line
+#: (residuals <= 10 MiB, ov-cpu up 47 MiB). Fitted slopes: ort-cpu down 937 B/px, up
+#: 593; ov-cpu down 942, up 807; per_px below rounds them up. Intercepts were 132-275
+#: MiB; ``base`` is 320 MiB: a loaded direction peaks at 220 MiB, and a round trip holds
+#: the other direction's compiled graph (~100 MiB) as well. Activations of the dense
+#: blocks at HR/2 and HR/4 dominate, so the constants serve the other IRN models too.
+#: Re-measure a point with ``irn-trt-run crop.png --mode down --no-tile --backend
+#: ov-cpu --threads 1 --json -`` (``peak_rss_mb``) on crops of a few sizes.
+PEAK_MODELS: dict[tuple[str, str], PeakModel] = {
+    ("ort-cpu", "down"): PeakModel(base=320 * MIB, per_px=950.0),
+    ("ort-cpu", "up"): PeakModel(base=320 * MIB, per_px=610.0),
+    ("ov-cpu", "down"): PeakModel(base=320 * MIB, per_px=950.0),
+    ("ov-cpu", "up"): PeakModel(base=320 * MIB, per_px=850.0),
+}
+
+#: Bytes per HR pixel of the image itself outside the backend: the decoded input (PIL
+#: keeps RGB as 4 bytes/px, NumPy 3), the output array and the PNG encoder's copies.
+IMAGE_BYTES_PER_PX = 20
+
+
+def tiles_by_budget(backend: str) -> bool:
+    """Whether ``backend`` takes any input shape and has a peak model (the CPU backends).
+
+    The others (GPU engines, whose profiles are built for one tile shape) keep
+    the fixed default tile.
+    """
+    return (backend, "down") in PEAK_MODELS and (backend, "up") in PEAK_MODELS
+
+
+def machine_memory() -> int:
+    """Memory this process may use (bytes): physical RAM, or the cgroup limit if lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
+
+
+def default_max_memory() -> int:
+    """The default budget (bytes): a quarter of :func:`machine_memory`, at most 3 GiB."""
+    return min(machine_memory() // 4, DEFAULT_MAX_MEMORY_CAP)
+
+
+_UNITS = {"": MIB, "K": 1 << 10, "M": MIB, "G": GIB, "T": 1 << 40}
+
+
+def parse_memory(text: str) -> int:
+    """``"3G"``, ``"2.5GiB"``, ``"800M"``, ``"800"`` (MiB) -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if m is None:
+        raise IRNError(f"--max-memory {text!r}: expected a size such as 3G, 2.5G or 800M")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if value <= 0:
+        raise IRNError(f"--max-memory {text!r} must be positive")
+    return value
+
+
+def max_tile_pixels(backend: str, direction: str, budget: int, image_hr_px: int) -> int:
+    """The largest tile (HR px) whose modelled peak, with the image's buffers, fits ``budget``.
+
+    Raises an :class:`IRNError` when not even the image's own buffers fit.
+    """
+    model = PEAK_MODELS[(backend, direction)]
+    room = budget - model.base - IMAGE_BYTES_PER_PX * image_hr_px
+    pixels = int(room / model.per_px)
+    if pixels < 256 * 256:
+        need = model.base + IMAGE_BYTES_PER_PX * image_hr_px + 256 * 256 * model.per_px
+        raise IRNError(
+            f"--max-memory {budget / MIB:.0f} MiB is too small for this image on {backend} "
+            f"(needs at least {need / MIB:.0f} MiB)"
+        )
+    return pixels
+
+
+def budget_tile(
+    backend: str,
+    direction: str,
+    lr_h: int,
+    lr_w: int,
+    scale: int,
+    overlap: int,
+    budget: int,
+) -> tuple[int, int] | None:
+    """The CPU tile (h, w) in LR px for an ``lr_h`` x ``lr_w`` image, or None for the whole image.
+
+    The largest tiles whose modelled peak RSS (with the image's own buffers)
+    stays within ``budget`` bytes, arranged to compute the fewest pixels.
+    """
+    hr_px = lr_h * lr_w * scale * scale
+    max_lr_px = max_tile_pixels(backend, direction, budget, hr_px) // (scale * scale)
+    return fit_tiles(lr_h, lr_w, overlap, max_lr_px)

@@ -1,0 +1,141 @@
+"""Tile policy: memory budget -> tile size (pure functions), default overlap, CLI flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from irn_trt.runtime.api import Rescaler, default_tile_lr
+from irn_trt.runtime.cli import main
+from irn_trt.runtime.errors import IRNError
+from irn_trt.runtime.manifest import MANIFEST_FILE, load_manifest
+from irn_trt.runtime.memory import (
+    DEFAULT_MAX_MEMORY_CAP,
+    IMAGE_BYTES_PER_PX,
+    PEAK_MODELS,
+    budget_tile,
+    default_max_memory,
+    machine_memory,
+    max_tile_pixels,
+    parse_memory,
+    tiles_by_budget,
+)
+from irn_trt.runtime.tiling import fit_tiles, plan_axis, plan_tiles
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("lr_h", "lr_w", "overlap", "max_px"),
+    [(612, 1088, 19, 120_000), (747, 1328, 19, 200_000), (747, 1328, 120, 300_000),
+     (100, 3000, 10, 20_000), (50, 60, 5, 400)],
+)  # fmt: skip
+def test_fit_tiles_fits_the_budget_with_the_least_compute(
+    lr_h: int, lr_w: int, overlap: int, max_px: int
+) -> None:
+    th, tw = fit_tiles(lr_h, lr_w, overlap, max_px)
+    assert th * tw <= max_px
+    assert th > 2 * overlap and tw > 2 * overlap
+    plan = plan_tiles(lr_h, lr_w, (th, tw), overlap)
+    assert plan.tile_hw == (min(th, lr_h), min(tw, lr_w))
+    computed = len(plan) * th * tw
+    # No square tile within the budget computes fewer pixels.
+    for edge in range(2 * overlap + 1, int(max_px**0.5) + 1):
+        square = len(plan_axis(lr_h, edge, overlap)) * len(plan_axis(lr_w, edge, overlap))
+        assert computed <= square * edge * edge
+
+
+def test_an_image_within_the_budget_is_one_tile() -> None:
+    assert fit_tiles(612, 1088, 19, 612 * 1088) is None
+    assert fit_tiles(612, 1088, 19, 612 * 1088 - 1) is not None
+    with pytest.raises(IRNError, match="overlap"):
+        fit_tiles(612, 1088, 100, 150 * 150)  # tiles of at most 150 px cannot keep anything
+
+
+def test_budget_tile_grows_with_the_budget_and_runs_4k_whole_when_it_fits() -> None:
+    lr_h, lr_w = 612, 1088  # the 4352x2448 photo at x4
+    hr_px = lr_h * lr_w * 16
+    tiles = []
+    for gib in (1, 2, 3, 4):
+        tile = budget_tile("ov-cpu", "down", lr_h, lr_w, 4, 19, gib * GIB)
+        assert tile is not None
+        tiles.append(len(plan_tiles(lr_h, lr_w, tile, 19)))
+        # The modelled peak of the chosen tile stays within the budget.
+        m = PEAK_MODELS[("ov-cpu", "down")]
+        assert m.base + m.per_px * tile[0] * tile[1] * 16 + IMAGE_BYTES_PER_PX * hr_px <= gib * GIB
+    assert tiles == sorted(tiles, reverse=True) and tiles[0] > tiles[-1]
+    assert budget_tile("ort-cpu", "up", lr_h, lr_w, 4, 19, 64 * GIB) is None
+    with pytest.raises(IRNError, match="too small"):
+        max_tile_pixels("ort-cpu", "down", 300 << 20, hr_px)
+
+
+def test_default_budget_and_sizes() -> None:
+    assert 0 < default_max_memory() <= min(DEFAULT_MAX_MEMORY_CAP, machine_memory() // 4)
+    assert parse_memory("3G") == 3 * GIB
+    assert parse_memory("2.5GiB") == int(2.5 * GIB)
+    assert parse_memory("800M") == parse_memory("800") == 800 << 20
+    for bad in ("", "three", "-1G", "0", "3X"):
+        with pytest.raises(IRNError, match="--max-memory"):
+            parse_memory(bad)
+    assert tiles_by_budget("ov-cpu") and tiles_by_budget("ort-cpu")
+    assert not tiles_by_budget("trt") and not tiles_by_budget("ort-cuda")
+
+
+def test_rescaler_policy_per_backend(tmp_model_dir) -> None:
+    from irn_trt.runtime.backends import backend_class
+
+    m = tmp_model_dir.manifest
+    assert m.effective_halo is None  # random weights: exact halo, as old manifests
+    r = Rescaler.load(tmp_model_dir.path, backend="ort-cpu", max_memory=64 * GIB)
+    assert r.overlap_lr == m.halo == m.overlap_halo
+    assert r.count_tiles(2448, 4352) == 1  # fits: whole image, no overlap paid
+    small = Rescaler.load(tmp_model_dir.path, backend="ort-cpu", max_memory=2 * GIB)
+    n = small.count_tiles(2448, 4352)
+    assert 1 < n < 100
+    # GPU backends keep the fixed square default tile (static engine profiles).
+    trt = backend_class("trt")
+    assert r._tile(trt, "down", 612, 1088) == default_tile_lr(m.halo)
+    exact = Rescaler.load(tmp_model_dir.path, backend="ort-cpu", overlap="exact")
+    assert exact.overlap_lr == m.halo
+    with pytest.raises(IRNError, match="exact"):
+        Rescaler.load(tmp_model_dir.path, backend="ort-cpu", overlap="some")
+
+
+def test_effective_halo_is_the_default_overlap_and_old_manifests_load(
+    tmp_model_dir, tmp_path
+) -> None:
+    raw = json.loads((tmp_model_dir.path / MANIFEST_FILE).read_text())
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in tmp_model_dir.path.iterdir():
+        (model / f.name).symlink_to(f)
+    (model / MANIFEST_FILE).unlink()
+    raw.pop("effective_halo", None)  # a manifest written before the field existed
+    (model / MANIFEST_FILE).write_text(json.dumps(raw))
+    assert load_manifest(model).overlap_halo == raw["halo"]
+    raw["effective_halo"] = {"down": 15, "up": 17, "threshold_levels": 1e-6, "margin": 2}
+    (model / MANIFEST_FILE).write_text(json.dumps(raw))
+    r = Rescaler.load(model, backend="ort-cpu")
+    assert r.overlap_lr == 17
+    assert Rescaler.load(model, backend="ort-cpu", overlap="exact").overlap_lr == raw["halo"]
+    raw["effective_halo"] = {"down": -1, "up": 17}
+    (model / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(IRNError, match="effective_halo"):
+        load_manifest(model)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--overlap", "wide", "'exact' or a number"), ("--overlap", "6", "multiple of the scale"),
+     ("--max-memory", "lots", "--max-memory")],
+)  # fmt: skip
+def test_cli_flag_errors_are_one_line(
+    capsys, tmp_model_dir, tmp_path, flag: str, value: str, message: str
+) -> None:
+    code = main(
+        [str(tmp_path / "x.png"), "--model-dir", str(tmp_model_dir.path), "--backend",
+         "ort-cpu", flag, value, "--quiet"]
+    )  # fmt: skip
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code != 0
+    assert len(err) == 1 and message in err[0], err
