@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in plan.conflicts:
             error(line)
         raise IRNError(
-            f"refused: {len(plan.conflicts)} output conflict(s) above; nothing was run or written"
+            f"refused: {len(plan.conflicts)} output problem(s) above; nothing was run or written"
         )
     for item in items:  # inputs that matched nothing or cannot run
         error(item.error or "")
