@@ -15,12 +15,12 @@ model wherever it is run. An explicit ``--model-dir`` bypasses the search. Torch
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 from .errors import IRNError
 from .manifest import MANIFEST_FILE
+from .scales import models_for_scale
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -80,8 +80,7 @@ def find_model_for_scale(scale: float) -> Path:
     A fractional scale runs that model with a bicubic resize around it; when
     ceil(s) has no exported model, the next larger one that has serves.
     """
-    first = math.ceil(round(scale, 9))
-    names = [f"irn_x{n}" for n in range(first, 9)]
+    names = models_for_scale(scale)
     for name in names:
         for root in model_search_path():
             if (root / name / MANIFEST_FILE).is_file():

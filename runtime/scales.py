@@ -24,6 +24,7 @@ __all__ = [
     "is_integer_scale",
     "format_scale",
     "resize_exact",
+    "models_for_scale",
 ]
 
 MAX_SCALE = 8.0
@@ -47,6 +48,12 @@ def is_integer_scale(scale: float) -> bool:
 def format_scale(scale: float) -> str:
     """2 -> "2", 2.5 -> "2.5" (metadata and messages)."""
     return f"{scale:g}"
+
+
+def models_for_scale(scale: float) -> list[str]:
+    """``irn_x<n>`` names that can serve ``scale``, best first: n = ceil(scale) .. 8."""
+    first = math.ceil(round(scale, 9))
+    return [f"irn_x{n}" for n in range(first, int(MAX_SCALE) + 1)]
 
 
 def lr_size(size: tuple[int, int], scale: float) -> tuple[int, int]:

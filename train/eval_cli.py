@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from irn_trt.runtime.atomic import write_text_atomic
 from irn_trt.runtime.errors import IRNError, cli_entry
-from irn_trt.runtime.scales import parse_scale
+from irn_trt.runtime.scales import models_for_scale, parse_scale
 
 if TYPE_CHECKING:
     from .evaluate import ImageScore
@@ -29,8 +28,7 @@ def _shipped_checkpoint_for(scale: float, default_checkpoint: Callable[[str], Pa
     """The shipped irn_x<n> of the smallest integer n >= ``scale`` that exists."""
     from .configs import list_models
 
-    first = math.ceil(round(scale, 9))
-    names = [f"irn_x{n}" for n in range(first, 9) if f"irn_x{n}" in list_models()]
+    names = [name for name in models_for_scale(scale) if name in list_models()]
     for name in names:
         if default_checkpoint(name).exists():
             return default_checkpoint(name)
