@@ -30,7 +30,7 @@ from irn_trt.runtime.manifest import (
     write_manifest,
 )
 from irn_trt.runtime.resize import modcrop
-from irn_trt.train.models import InvertibleRescaler
+from irn_trt.train.models import InvertibleRescaler, IRNConfig
 from safetensors.torch import save as safetensors_save
 
 from .graphs import DownGraph, GraphSpec, IOKind, UpGraph, ZPolicy
@@ -69,6 +69,17 @@ class ExportOptions:
             raise IRNError(f"temperature must be a finite number >= 0, got {self.temperature}")
 
 
+def lr_layout(config: IRNConfig) -> str:
+    """The manifest's ``lr_layout`` for a model configuration."""
+    if config.task == "decolorize":
+        return "grey"
+    if config.alpha_channel:
+        return "rgb+alpha-code"
+    if config.latent_code is not None:
+        return "rgb+latent"
+    return "rgb"
+
+
 def weights_sha256(model: InvertibleRescaler) -> str:
     """SHA-256 of the model's weights serialized as safetensors (for models without a file)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -76,12 +87,12 @@ def weights_sha256(model: InvertibleRescaler) -> str:
 
 
 def _image_dims(
-    io: str, batch: str, h: str, w: str
+    io: str, batch: str, h: str, w: str, channels: int = 3
 ) -> tuple[tuple[int | str, ...], str, dict[int, str]]:
     """Shape, layout and dynamic axes of an image tensor."""
     if io == "uint8":
-        return (batch, h, w, 3), "NHWC", {0: batch, 1: h, 2: w}
-    return (batch, 3, h, w), "NCHW", {0: batch, 2: h, 3: w}
+        return (batch, h, w, channels), "NHWC", {0: batch, 1: h, 2: w}
+    return (batch, channels, h, w), "NCHW", {0: batch, 2: h, 3: w}
 
 
 def build_graph(
@@ -95,7 +106,7 @@ def build_graph(
     s = model.scale
     io_dtype = "uint8" if spec.io == "uint8" else "float32"
     hr_shape, layout, hr_axes = _image_dims(spec.io, "N", "H", "W")
-    lr_shape, _, lr_axes = _image_dims(spec.io, "N", f"H/{s}", f"W/{s}")
+    lr_shape, _, lr_axes = _image_dims(spec.io, "N", f"H/{s}", f"W/{s}", model.lr_channels)
     hr_info = TensorInfo("hr", io_dtype, hr_shape, layout)
     lr_info = TensorInfo("lr", io_dtype, lr_shape, layout)
     # Trace at a size that is a multiple of the scale at every level, batch 1.
@@ -123,7 +134,7 @@ def build_graph(
     infos = [lr_info]
     examples = [example(lr_shape, 2)]
     if z_policy == "input":
-        zc = model.out_channels - model.in_channels
+        zc = model.latent_channels
         inputs.append(DynamicIO("z", {0: "N", 2: f"H/{s}", 3: f"W/{s}"}))
         infos.append(TensorInfo("z", "float32", ("N", zc, f"H/{s}", f"W/{s}"), "NCHW"))
         examples.append(torch.zeros(1, zc, 2, 2))
@@ -189,6 +200,13 @@ def export_model(
 
     options = options or ExportOptions()
     options.validate()
+    if model.latent_code is not None:
+        # The side code needs a second output / input per graph and a runtime that
+        # stores it with the LR; neither exists yet, so refuse rather than drop it.
+        raise IRNError(
+            f"{model.config.name}: exporting IRN-M models (z's side code beside the LR) "
+            "is not supported yet"
+        )
     model = model.eval()
     out_dir = Path(out_dir)
     s = model.scale
@@ -259,7 +277,8 @@ def export_model(
             checkpoint_sha256=checkpoint_sha256 or weights_sha256(model),
             io=options.io,
             z_policy=options.z_policy,
-            z_channels=model.out_channels - model.in_channels,
+            z_channels=model.latent_channels,
+            lr_layout=lr_layout(model.config),
             temperature=float(options.temperature) if options.z_policy == "gaussian" else 0.0,
             halo=halo.halo,
             tile_multiple=s,

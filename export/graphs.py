@@ -22,7 +22,14 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from irn_trt.train.models import InvertibleRescaler
-from irn_trt.train.modules import CouplingBlock, HaarDownsampling, LearnedDownsampling3
+from irn_trt.train.modules import (
+    AlphaPreSplit,
+    AlphaSigmoid,
+    CouplingBlock,
+    HaarDownsampling,
+    LearnedDownsampling3,
+    YCbCrSplit,
+)
 from torch import nn
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "DownGraph",
     "UpGraph",
     "learned3_weights",
+    "alpha_split_weights",
 ]
 
 IOKind = Literal["uint8", "float32"]
@@ -78,6 +86,21 @@ def learned3_weights(step: LearnedDownsampling3) -> tuple[torch.Tensor, torch.Te
     return fwd, bwd
 
 
+def alpha_split_weights(step: AlphaPreSplit) -> tuple[torch.Tensor, torch.Tensor]:
+    """IRN-A's pre-split and its inverse as (C, C, 1, 1) Conv weights (float64).
+
+    Forward: channel ``c`` (the first high-pass one) becomes the mean of the
+    ``n`` high-pass channels; inverse: ``n * mean - sum(the other high-pass)``.
+    """
+    c, n, total = step.colours, step.high, step.channels
+    fwd = torch.eye(total, dtype=torch.float64)
+    fwd[c, c:] = 1.0 / n
+    bwd = torch.eye(total, dtype=torch.float64)
+    bwd[c, c] = float(n)
+    bwd[c, c + 1 :] = -1.0
+    return fwd[:, :, None, None], bwd[:, :, None, None]
+
+
 class _Steps(nn.Module):
     """The model's steps with the downsamplers' kernels precomputed for one dtype."""
 
@@ -88,8 +111,8 @@ class _Steps(nn.Module):
             p.requires_grad_(False)
         net = net.to(spec.dtype)
         self.spec = spec
-        self.in_channels = model.in_channels
-        self.z_channels = model.out_channels - model.in_channels
+        self.lr_channels = model.lr_channels
+        self.z_channels = model.latent_channels
         self.steps = net.steps
         kinds: list[str] = []
         for i, step in enumerate(model.steps):
@@ -107,14 +130,34 @@ class _Steps(nn.Module):
                 kinds.append("coupling")
                 if spec.coupling_fp32:
                     self.steps[i].scale_dtype = torch.float32
+            elif isinstance(step, YCbCrSplit):
+                # IRN_color's graying module: a fixed 3x3 colour matrix as a 1x1 Conv.
+                self.register_buffer(f"fwd{i}", step.matrix[:, :, None, None].to(spec.dtype))
+                self.register_buffer(
+                    f"bwd{i}", step.matrix_inverse[:, :, None, None].to(spec.dtype)
+                )
+                kinds.append("mix")
+            elif isinstance(step, AlphaPreSplit):
+                # A channel mix: exported as a fixed 1x1 Conv (TensorRT-native) both ways.
+                fwd, bwd = alpha_split_weights(step)
+                self.register_buffer(f"fwd{i}", fwd.to(spec.dtype))
+                self.register_buffer(f"bwd{i}", bwd.to(spec.dtype))
+                kinds.append("mix")
+            elif isinstance(step, AlphaSigmoid):
+                # The logit of an 8-bit alpha needs FP32: near 0 or 1 FP16 loses its steps.
+                kinds.append("pointwise_fp32" if spec.coupling_fp32 else "pointwise")
             else:
                 raise TypeError(f"cannot export step {type(step).__name__}")
         self.kinds = tuple(kinds)
 
     def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
         for i, (kind, step) in enumerate(zip(self.kinds, self.steps, strict=True)):
-            if kind == "coupling":
+            if kind in ("coupling", "pointwise"):
                 x = step(x)
+            elif kind == "mix":
+                x = F.conv2d(x, getattr(self, f"fwd{i}"))
+            elif kind == "pointwise_fp32":
+                x = step(x.float()).to(x.dtype)
             else:
                 stride = 2 if kind == "down2" else 3
                 x = F.conv2d(x, getattr(self, f"fwd{i}"), stride=stride)
@@ -123,8 +166,12 @@ class _Steps(nn.Module):
     def inverse_steps(self, x: torch.Tensor) -> torch.Tensor:
         for i in reversed(range(len(self.kinds))):
             kind, step = self.kinds[i], self.steps[i]
-            if kind == "coupling":
+            if kind in ("coupling", "pointwise"):
                 x = step.inverse(x)
+            elif kind == "mix":
+                x = F.conv2d(x, getattr(self, f"bwd{i}"))
+            elif kind == "pointwise_fp32":
+                x = step.inverse(x.float()).to(x.dtype)
             else:
                 stride = 2 if kind == "down2" else 3
                 x = F.conv_transpose2d(x, getattr(self, f"bwd{i}"), stride=stride)
@@ -157,7 +204,7 @@ class DownGraph(nn.Module):
 
     def forward(self, hr: torch.Tensor) -> torch.Tensor:
         out = self.net.forward_steps(_image_in(hr, self.spec))
-        return _image_out(out[:, : self.net.in_channels], self.spec)
+        return _image_out(out[:, : self.net.lr_channels], self.spec)
 
 
 class UpGraph(nn.Module):

@@ -131,7 +131,7 @@ def measure_halo(config: IRNConfig, seed: int = 0, width: int = 64) -> Halo:
             down_hr += r_fwd * res
             up_hr += r_inv * res
         else:
-            res *= step.factor
+            res *= getattr(step, "factor", 1)  # pointwise steps (IRN-A's) have none
             channels = step.out_channels
     s = net.scale
     return Halo(down=-(-down_hr // s), up=-(-up_hr // s))
@@ -168,7 +168,7 @@ def measure_receptive_field(
             c,
             seed,
         )
-        r_up, edge_u = _reach(up, (1, net.in_channels, rows_lr, width), slice(c, c + 1), s, c, seed)
+        r_up, edge_u = _reach(up, (1, net.lr_channels, rows_lr, width), slice(c, c + 1), s, c, seed)
         if not (edge_d or edge_u):
             return Halo(down=r_down, up=r_up)
         if width >= max_width:

@@ -51,6 +51,8 @@ TENSORRT_OPS = frozenset(
         "Exp",
         "Gather",
         "LeakyRelu",
+        # IRN-A's logit; onnx-tensorrt docs/operators.md: Log, FP32 and FP16.
+        "Log",
         "Mul",
         "RandomNormalLike",
         "Round",

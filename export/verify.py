@@ -146,9 +146,7 @@ def measure_parity(
         z = None
         z_np = None
         if z_policy == "input":
-            z = torch.randn(
-                (1, model.out_channels - model.in_channels, *lr_q.shape[2:]), generator=gen
-            )
+            z = torch.randn((1, model.latent_channels, *lr_q.shape[2:]), generator=gen)
             z_np = z.numpy()
         hr_t = to_uint8(model.inverse(lr_q, z))
         e2e["torch"].append(_y_psnr(hr_t, hr, s))

@@ -18,6 +18,13 @@ Tiling fields (LR pixels):
   :func:`irn_trt.export.halo.measure_effective_halo`, ``margin`` LR px
   included); never above ``halo``. The runtime's default overlap is its
   larger value (:attr:`ModelManifest.overlap_halo`), or ``halo`` without it.
+
+``lr_layout`` says what the LR carries (absent in older manifests: ``rgb``):
+``rgb`` (plain IRN), ``rgb+alpha-code`` (IRN-A: a 4th, sigmoid-normalised
+channel that codes high frequencies; the graphs' LR has 4 channels),
+``rgb+latent`` (IRN-M: a side code of z travels with the LR), ``grey``
+(IRN_color: the "LR" is a same-size 8-bit grey image; the task is
+decolorize / colorize, ``scale`` is 1).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from .errors import IRNError
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_FILE",
+    "LR_LAYOUTS",
     "TensorInfo",
     "GraphInfo",
     "ModelManifest",
@@ -45,6 +53,8 @@ __all__ = [
 
 MANIFEST_FORMAT = "irn-trt-model/1"
 MANIFEST_FILE = "manifest.json"
+#: What an LR image carries besides its colours (see the module docstring).
+LR_LAYOUTS = ("rgb", "rgb+alpha-code", "rgb+latent", "grey")
 
 Direction = Literal["down", "up"]
 Precision = Literal["fp32", "fp16"]
@@ -98,7 +108,13 @@ class ModelManifest:
     graphs: tuple[GraphInfo, ...]
     parity: dict[str, Any] = field(default_factory=dict)
     effective_halo: dict[str, Any] | None = None  # see the module docstring
+    lr_layout: str = "rgb"  # one of LR_LAYOUTS; see the module docstring
     format: str = MANIFEST_FORMAT
+
+    @property
+    def lr_channels(self) -> int:
+        """Channels of the LR tensor the graphs exchange (IRN-A 4, IRN_color 1, else 3)."""
+        return {"rgb+alpha-code": 4, "grey": 1}.get(self.lr_layout, 3)
 
     @property
     def overlap_halo(self) -> int:
@@ -156,8 +172,15 @@ class ModelManifest:
             graphs=graphs,
             parity=dict(d.get("parity", {})),
             effective_halo=_effective_halo(d.get("effective_halo")),
+            lr_layout=_lr_layout(d.get("lr_layout", "rgb")),
             format=d.get("format", MANIFEST_FORMAT),
         )
+
+
+def _lr_layout(raw: Any) -> str:
+    if raw not in LR_LAYOUTS:
+        raise ValueError(f"lr_layout {raw!r} is not one of {', '.join(LR_LAYOUTS)}")
+    return str(raw)
 
 
 def _effective_halo(raw: Any) -> dict[str, Any] | None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "LUMA_WEIGHTS",
     "SSIM_MIN_SIDE",
+    "rgb_to_luma",
+    "rgb_psnr_ssim",
     "rgb_to_y",
     "psnr",
     "ssim",
@@ -20,6 +23,31 @@ __all__ = [
 ]
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
+
+#: Full-range BT.601 luma (JPEG / ITU-T T.871, Pillow's ``convert("L")``): the plain
+#: greyscale conversion that IRN_color's grey image is guided towards and judged against.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def rgb_to_luma(img: np.ndarray) -> np.ndarray:
+    """Full-range luma in [0, 255] as float64 from an HxWx3 uint8 image (not rounded)."""
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"rgb_to_luma expects HxWx3 uint8, got {img.dtype} {img.shape}")
+    return img.astype(np.float64) @ np.array(LUMA_WEIGHTS, dtype=np.float64)
+
+
+def rgb_psnr_ssim(test: np.ndarray, ref: np.ndarray, border: int = 0) -> tuple[float, float]:
+    """PSNR over all channels and SSIM averaged over the channels (uint8 images).
+
+    The measure of IRN_color (seed 000, section 4.3: RGB PSNR / SSIM). HxW grey
+    images are measured as one channel.
+    """
+    if test.shape != ref.shape:
+        raise ValueError(f"image sizes differ: {test.shape} vs {ref.shape}")
+    a, b = shave(test, border), shave(ref, border)
+    if a.ndim == 2:
+        return psnr(a, b), ssim(a, b)
+    return psnr(a, b), float(np.mean([ssim(a[..., c], b[..., c]) for c in range(a.shape[2])]))
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:

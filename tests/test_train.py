@@ -7,7 +7,6 @@ are many times slower than one).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from irn_trt.train.trainer import (
 )
 from train_support import (
     params_equal,
+    read_log,
     tiny_config,
     tiny_val_folder,
 )
@@ -48,11 +48,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def val_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_val_folder(tmp_path_factory.mktemp("val") / "set5_crop")
-
-
-def read_log(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "log.csv").open() as fh:
-        return list(csv.DictReader(fh))
 
 
 def cli_args(train_dir: Path, run_dir: Path, *extra: str) -> list[str]:

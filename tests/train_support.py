@@ -6,6 +6,7 @@ a training step takes milliseconds and the tests stay within seconds.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def tiny_config(**overrides: object) -> TrainConfig:
         seed=3,
     )
     return replace(cfg, **overrides)
+
+
+def read_log(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``log.csv``."""
+    with (run_dir / "log.csv").open() as fh:
+        return list(csv.DictReader(fh))
 
 
 def load_images(folder: Path) -> list[np.ndarray]:

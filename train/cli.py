@@ -31,7 +31,7 @@ DEFAULT_VAL = "../shared/data/eval/Set5"
 _FIELDS = (
     "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
-    "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr",
+    "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr", "lambda_code",
 )  # fmt: skip
 
 
@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-train --run-dir runs/irn_x4 --resume          # continue where it stopped\n"
         "  irn-train --preset cpu --model irn_x2 --iterations 2000 --data my_photos/\n"
         "  irn-train --stage plus --init-from runs/irn_x4/best --vgg-weights vgg19.pth \\\n"
-        "            --run-dir runs/irn_x4_plus             # IRN+ (GAN + VGG19 loss)",
+        "            --run-dir runs/irn_x4_plus             # IRN+ (GAN + VGG19 loss)\n"
+        "  irn-train --model irn_a_x4 --init-from weights/irn_x4 --run-dir runs/irn_a_x4\n"
+        "  irn-train --model irn_m_x4 --stage code --init-from weights/irn_x4 \\\n"
+        "            --run-dir runs/irn_m_x4_code           # IRN-M: pre-train its auto-encoder\n"
+        "  irn-train --model irn_m_x4 --init-from runs/irn_m_x4_code/last --run-dir runs/irn_m_x4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="recipe (default: cpu)")
@@ -79,13 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="best/ only takes checkpoints whose LR is at least this Y-PSNR vs bicubic on the "
         "validation set (default: 40 dB, the papers' validity threshold)",
     )
-    p.add_argument("--init-from", help="start from this checkpoint directory")
+    p.add_argument(
+        "--init-from",
+        help="start from this checkpoint directory (for irn_a_* / irn_m_*: the plain IRN of "
+        "the same scale, e.g. weights/irn_x4, whose trained blocks they keep)",
+    )
+    p.add_argument(
+        "--lambda-code",
+        type=float,
+        help="IRN-M: weight of the L2 error between z and its decoded side code (default: 1)",
+    )
     p.add_argument(
         "--stage",
         choices=sorted(STAGES),
         help="base: stage 1 (default); plus: IRN+ fine-tuning with a GAN and VGG19 loss, "
         "needs --init-from and --vgg-weights, sets lr 1e-4, recon weight 0.01, no z loss "
-        "(RUN_DIR/best still follows Y-PSNR: take RUN_DIR/last for IRN+)",
+        "(RUN_DIR/best still follows Y-PSNR: take RUN_DIR/last for IRN+); code: IRN-M's "
+        "auto-encoder alone on a trained model's z (needs --init-from; lr 1e-3, 2000 steps)",
     )
     p.add_argument(
         "--disc-pretrain",

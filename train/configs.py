@@ -13,6 +13,7 @@ from typing import Literal
 
 __all__ = [
     "Stage",
+    "LatentCode",
     "IRNConfig",
     "register_model",
     "list_models",
@@ -20,7 +21,11 @@ __all__ = [
     "model_for_scale",
 ]
 
-DownsamplerKind = Literal["haar", "learned3"]
+DownsamplerKind = Literal["haar", "learned3", "ycbcr"]
+
+#: Resolution factor of each downsampler kind ("ycbcr", IRN_color's graying
+#: module, only splits the colours: factor 1).
+DOWNSAMPLER_FACTOR = {"haar": 2, "learned3": 3, "ycbcr": 1}
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,38 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class LatentCode:
+    """IRN-M (seed 004, section 2.2): z squeezed by a small auto-encoder into a side code.
+
+    The encoder maps z (``latent_channels`` at LR resolution) to ``channels``
+    channels on a grid ``1/2**pools`` of the LR's, through ``layers`` 3x3 convs
+    (a 2x2 max-pool after each of the first ``pools``); the decoder mirrors it
+    with ``layers`` convs (2x pixel-shuffle upsampling in place of the pools).
+    The code is sigmoid-bounded and stored with ``bits`` bits per value.
+    """
+
+    channels: int = 4
+    hidden: int = 64
+    layers: int = 4
+    pools: int = 2
+    bits: int = 8
+
+    @property
+    def factor(self) -> int:
+        """How many LR pixels one code value covers along each axis."""
+        return 2**self.pools
+
+
+@dataclass(frozen=True)
 class IRNConfig:
-    """Architecture of one registry entry; everything the builder needs."""
+    """Architecture of one registry entry; everything the builder needs.
+
+    ``alpha_channel`` (IRN-A, seed 004 section 2.1): after the first downsampling
+    the mean of the high-frequency channels replaces the first of them and joins
+    the LR branch, so the LR has ``in_channels + 1`` channels (the extra one
+    sigmoid-normalised). ``latent_code`` (IRN-M): z is also compressed into a
+    side code (see :class:`LatentCode`) from which ``up`` rebuilds it.
+    """
 
     name: str
     stages: tuple[Stage, ...]
@@ -41,17 +76,36 @@ class IRNConfig:
     growth: int = 32
     clamp: float = 1.0
     description: str = ""
+    alpha_channel: bool = False
+    latent_code: LatentCode | None = None
 
     @property
     def scale(self) -> int:
         s = 1
         for st in self.stages:
-            s *= 2 if st.downsampler == "haar" else 3
+            s *= DOWNSAMPLER_FACTOR[st.downsampler]
         return s
 
     @property
+    def task(self) -> Literal["rescale", "decolorize"]:
+        """``decolorize`` for IRN_color (a graying module instead of downsampling)."""
+        return "decolorize" if self.stages[0].downsampler == "ycbcr" else "rescale"
+
+    @property
+    def lr_channels(self) -> int:
+        """Channels of the degraded image: the colours (plus IRN-A's alpha code), or grey."""
+        if self.task == "decolorize":
+            return 1
+        return self.in_channels + int(self.alpha_channel)
+
+    @property
+    def default_lambda_guide(self) -> float:
+        """The papers' guidance weight: scale**2 when rescaling, 9 for IRN_color (000, 4.1)."""
+        return 9.0 if self.task == "decolorize" else float(self.scale**2)
+
+    @property
     def latent_channels(self) -> int:
-        return self.in_channels * self.scale**2 - self.in_channels
+        return self.in_channels * self.scale**2 - self.lr_channels
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -68,6 +122,8 @@ class IRNConfig:
             growth=int(d.get("growth", 32)),
             clamp=float(d.get("clamp", 1.0)),
             description=str(d.get("description", "")),
+            alpha_channel=bool(d.get("alpha_channel", False)),
+            latent_code=LatentCode(**d["latent_code"]) if d.get("latent_code") else None,
         )
 
 
@@ -135,4 +191,53 @@ def irn_e_x4() -> IRNConfig:
         "irn_e_x4",
         (Stage("haar", 0), Stage("haar", 16)),
         description="IRN_E x4: both Haar levels first, 16 blocks at 1/4 resolution",
+    )
+
+
+@register_model
+def irn_a_x4() -> IRNConfig:
+    return IRNConfig(
+        "irn_a_x4",
+        (Stage("haar", 8), Stage("haar", 8)),
+        description="IRN-A x4: IRN x4 with a 4th LR channel (alpha) coding high frequencies",
+        alpha_channel=True,
+    )
+
+
+@register_model
+def irn_m_x4() -> IRNConfig:
+    return IRNConfig(
+        "irn_m_x4",
+        (Stage("haar", 8), Stage("haar", 8)),
+        description="IRN-M x4: IRN x4 with z auto-encoded into a side code (LR metadata)",
+        latent_code=LatentCode(),
+    )
+
+
+@register_model
+def irn_a_x2() -> IRNConfig:
+    return IRNConfig(
+        "irn_a_x2",
+        (Stage("haar", 8),),
+        description="IRN-A x2: IRN x2 with a 4th LR channel (alpha) coding high frequencies",
+        alpha_channel=True,
+    )
+
+
+@register_model
+def irn_m_x2() -> IRNConfig:
+    return IRNConfig(
+        "irn_m_x2",
+        (Stage("haar", 8),),
+        description="IRN-M x2: IRN x2 with z auto-encoded into a side code (LR metadata)",
+        latent_code=LatentCode(),
+    )
+
+
+@register_model
+def irn_color() -> IRNConfig:
+    return IRNConfig(
+        "irn_color",
+        (Stage("ycbcr", 8),),
+        description="IRN_color: invertible decolorization-colorization (YCbCr split, 8 blocks)",
     )

@@ -68,9 +68,9 @@ class CropSampler:
         return np.ascontiguousarray(patch)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(HR, guidance LR) as float32 NCHW tensors in [0, 1]."""
+        """(HR, guidance LR) as float32 NCHW tensors in [0, 1] (scale 1: the HR itself)."""
         hr = np.stack([self._one() for _ in range(size)]).astype(np.float64) / 255.0
-        lr = np.stack([imresize(p, 1.0 / self.scale) for p in hr])
+        lr = hr if self.scale == 1 else np.stack([imresize(p, 1.0 / self.scale) for p in hr])
         to_t = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).astype(np.float32))  # noqa: E731
         return to_t(hr), to_t(lr)
 

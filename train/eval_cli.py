@@ -38,12 +38,26 @@ def _shipped_checkpoint_for(scale: float, default_checkpoint: Callable[[str], Pa
     )
 
 
-def _format_table(scores: Sequence[ImageScore], title: str) -> str:
+#: Column names of the table (and what the JSON's fields mean) per task.
+_COLUMNS = {
+    "rescale": ("PSNR", "SSIM", "LR PSNR", "LR SSIM"),
+    "decolorize": ("RGB PSNR", "RGB SSIM", "grey PSNR", "grey SSIM"),
+}
+_MEANING = {
+    "rescale": "psnr/ssim: Y channel of the reconstruction, border = scale; "
+    "lr_psnr/lr_ssim: the LR vs MATLAB bicubic",
+    "decolorize": "psnr/ssim: RGB of the colour restored from the 8-bit grey image; "
+    "lr_psnr/lr_ssim: the grey image vs the plain luma conversion (0.299, 0.587, 0.114)",
+}
+
+
+def _format_table(scores: Sequence[ImageScore], title: str, task: str = "rescale") -> str:
     from .evaluate import summarize
 
-    lines = [title, f"{'image':<16} {'PSNR':>8} {'SSIM':>7} {'LR PSNR':>8} {'LR SSIM':>8}"]
+    a, b, c, d = _COLUMNS[task]
+    lines = [title, f"{'image':<16} {a:>8} {b:>8} {c:>9} {d:>9}"]
     for s in [*scores, summarize(scores)]:
-        lines.append(f"{s.name:<16} {s.psnr:8.2f} {s.ssim:7.4f} {s.lr_psnr:8.2f} {s.lr_ssim:8.4f}")
+        lines.append(f"{s.name:<16} {s.psnr:8.2f} {s.ssim:8.4f} {s.lr_psnr:9.2f} {s.lr_ssim:9.4f}")
     return "\n".join(lines)
 
 
@@ -53,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate an IRN checkpoint (or the bicubic baseline) with the papers' "
         "protocol: Y-PSNR/SSIM of the reconstruction (border = scale) and of the LR vs bicubic.",
         epilog="example: irn-eval ../shared/data/eval/Set5 --checkpoint weights/irn_x4\n"
+        "         irn-eval ../shared/data/eval/Set14 --checkpoint runs/irn_color/best  "
+        "# RGB PSNR, grey vs luma\n"
         "         irn-eval ../shared/data/eval/Set5 --baseline bicubic --scale 4 --json out.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -82,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     scale = parse_scale(args.scale) if args.scale is not None else None
     images = load_image_set(args.folder)
+    task = "rescale"
     if args.baseline == "bicubic":
         scale = scale or 4.0
         scores = evaluate_bicubic(images, scale)
@@ -92,18 +109,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             ckpt = _shipped_checkpoint_for(scale or 4.0, default_checkpoint)
         model, _ = load_checkpoint(ckpt)  # a larger scale than asked serves (evaluate_model)
+        task = model.config.task
+        if task == "decolorize" and scale is not None:
+            raise IRNError(f"{model.config.name} decolorizes: --scale does not apply")
         scale = scale or float(model.scale)
         scores = evaluate_model(
             model, images, args.z_samples, args.seed, progress=not args.quiet, scale=scale
         )
         z = "z=0" if args.z_samples <= 0 else f"mean of {args.z_samples} Gaussian z"
         via = f" at x{scale:g}" if scale != model.scale else ""
+        if task == "decolorize":
+            z = "z=0"
         label = f"{model.config.name}{via} ({ckpt}), {z}"
-    print(_format_table(scores, f"{label} on {args.folder}"))
+    print(_format_table(scores, f"{label} on {args.folder}", task))
     if args.json:
         mean = summarize(scores)
         doc = {
             "label": label,
+            "task": task,
+            "metrics": _MEANING[task],
             "scale": scale,
             "folder": str(args.folder),
             "images": [asdict(s) for s in scores],

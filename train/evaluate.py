@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.image_io import list_images, read_rgb
-from irn_trt.runtime.metrics import y_psnr_ssim
+from irn_trt.runtime.metrics import rgb_psnr_ssim, rgb_to_luma, y_psnr_ssim
 from irn_trt.runtime.resize import imresize, modcrop
 from irn_trt.runtime.scales import lr_size
 from tqdm import tqdm
@@ -58,12 +58,20 @@ def evaluate_model(
 ) -> list[ImageScore]:
     """Score ``model`` on (name, HR uint8) pairs; ``z_samples=0`` means z = 0.
 
+    IRN-M models upscale from the z their quantised side code decodes to
+    (``z_samples`` does not apply); IRN-A's LR includes its quantised alpha code.
+    IRN_color is scored in RGB (see :func:`_evaluate_colour`).
+
     ``scale`` below the model's (a fractional scale, spec section 1) evaluates
     the runtime's recipe: no mod-crop, LR = ceil(size / scale), the HR resized
     bicubically to the model's scale times the LR before ``down`` and the
     reconstruction resized back after ``up``; the LR is compared with the bicubic
     LR of the same size and the border is ceil(scale).
     """
+    if model.config.task == "decolorize":
+        if scale not in (None, 1, 1.0):
+            raise IRNError(f"{model.config.name} decolorizes: it has no scale to choose")
+        return _evaluate_colour(model, images, progress)
     n = model.scale
     s = float(n) if scale is None else float(scale)
     if s > n:
@@ -88,19 +96,40 @@ def evaluate_model(
             out = to_uint8(x)
             return imresize(out, output_shape=hr.shape[:2]) if fractional else out
 
-        y, _ = model(to_tensor(model_in))
+        y, z = model(to_tensor(model_in))
         lr = quantize(y)
-        lr_u8 = to_uint8(lr)
+        # The LR's colours are what a viewer shows; IRN-A's alpha code is not compared.
+        lr_u8 = to_uint8(lr[:, : model.in_channels])
         lr_psnr, lr_ssim = y_psnr_ssim(lr_u8, lr_bic, 0)
-        if z_samples <= 0:
-            psnr, ssim = y_psnr_ssim(restore(model.inverse(lr)), hr, border)
+        z_side = model.reconstruction_latent(z)  # IRN-M: z decoded from its side code
+        if z_samples <= 0 or z_side is not None:
+            psnr, ssim = y_psnr_ssim(restore(model.inverse(lr, z_side)), hr, border)
         else:
-            zc = model.out_channels - model.in_channels
+            zc = model.latent_channels
             vals = []
             for _ in range(z_samples):
                 z = torch.randn((1, zc, *lr.shape[2:]), generator=gen)
                 vals.append(y_psnr_ssim(restore(model.inverse(lr, z)), hr, border))
             psnr, ssim = (float(np.mean(v)) for v in zip(*vals, strict=True))
+        scores.append(ImageScore(name, psnr, ssim, lr_psnr, lr_ssim))
+    return scores
+
+
+def _evaluate_colour(
+    model: InvertibleRescaler, images: Sequence[tuple[str, np.ndarray]], progress: bool
+) -> list[ImageScore]:
+    """IRN_color (seed 000, section 4.3): RGB PSNR / SSIM of the colour restored from the
+    8-bit grey image with z = 0, and the grey image against the plain luma conversion
+    (rounded to 8 bits): ``lr_psnr`` / ``lr_ssim``. No border is cropped."""
+    model.eval()
+    scores = []
+    for name, img in tqdm(images, desc="eval", unit="img", disable=not progress):
+        y, _ = model(to_tensor(img))
+        grey = quantize(y)
+        grey_u8 = to_uint8(grey)[..., 0]
+        luma_u8 = np.round(rgb_to_luma(img)).astype(np.uint8)
+        lr_psnr, lr_ssim = rgb_psnr_ssim(grey_u8, luma_u8)
+        psnr, ssim = rgb_psnr_ssim(to_uint8(model.inverse(grey)), img)
         scores.append(ImageScore(name, psnr, ssim, lr_psnr, lr_ssim))
     return scores
 

@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import torch
+from irn_trt.runtime.metrics import LUMA_WEIGHTS
 from torch import nn
 
-from .configs import IRNConfig, Stage, get_config, list_models, model_for_scale, register_model
-from .modules import CouplingBlock, HaarDownsampling, LearnedDownsampling3
+from .configs import (
+    IRNConfig,
+    LatentCode,
+    Stage,
+    get_config,
+    list_models,
+    model_for_scale,
+    register_model,
+)
+from .modules import (
+    AlphaPreSplit,
+    AlphaSigmoid,
+    CouplingBlock,
+    DenseBlock,
+    HaarDownsampling,
+    LatentAutoencoder,
+    LearnedDownsampling3,
+    YCbCrSplit,
+)
 
 __all__ = [
     "Stage",
+    "LatentCode",
     "IRNConfig",
     "InvertibleRescaler",
+    "init_from_model",
+    "luma",
     "register_model",
     "list_models",
     "get_config",
@@ -22,12 +43,19 @@ __all__ = [
 ]
 
 
-def quantize(x: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
-    """8-bit quantisation of an image in [0, 1]: round(clamp(x, 0, 1) * 255) / 255.
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """Full-range BT.601 luma of an RGB batch (B, 3, H, W) -> (B, 1, H, W)."""
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device)
+    return torch.einsum("c,bchw->bhw", weights, x)[:, None]
+
+
+def quantize(x: torch.Tensor, straight_through: bool = False, bits: int = 8) -> torch.Tensor:
+    """Quantisation to ``bits`` bits: round(clamp(x, 0, 1) * L) / L with L = 2**bits - 1.
 
     With ``straight_through`` the gradient passes unchanged (training).
     """
-    q = torch.round(torch.clamp(x, 0.0, 1.0) * 255.0) / 255.0
+    levels = float(2**bits - 1)
+    q = torch.round(torch.clamp(x, 0.0, 1.0) * levels) / levels
     if straight_through:
         return x + (q - x).detach()
     return q
@@ -36,8 +64,10 @@ def quantize(x: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
 class InvertibleRescaler(nn.Module):
     """IRN: ``forward(x) -> (y, z)`` downscales, ``inverse(y, z) -> x`` upscales.
 
-    ``y`` is the (unquantised) LR image with ``in_channels`` channels; ``z`` the
-    latent with ``in_channels * (scale**2 - 1)`` channels at LR resolution.
+    ``y`` is the (unquantised) LR image with ``lr_channels`` channels (the
+    colours, plus IRN-A's sigmoid-normalised alpha code); ``z`` the latent with
+    ``latent_channels`` channels at LR resolution. IRN-M models also have
+    ``latent_code``, an auto-encoder whose code of z travels beside the LR.
     """
 
     def __init__(self, config: IRNConfig) -> None:
@@ -45,24 +75,38 @@ class InvertibleRescaler(nn.Module):
         self.config = config
         self.scale = config.scale
         self.in_channels = config.in_channels
+        self.lr_channels = config.lr_channels
         steps: list[nn.Module] = []
         channels = config.in_channels
-        for stage in config.stages:
+        for index, stage in enumerate(config.stages):
             down: nn.Module
             if stage.downsampler == "haar":
                 down = HaarDownsampling(channels)
             elif stage.downsampler == "learned3":
                 down = LearnedDownsampling3(channels)
+            elif stage.downsampler == "ycbcr":
+                down = YCbCrSplit(channels)
             else:
                 raise ValueError(f"unknown downsampler {stage.downsampler!r}")
             steps.append(down)
             channels = down.out_channels
+            if index == 0 and config.alpha_channel:
+                steps.append(AlphaPreSplit(config.in_channels, channels))
             steps.extend(
-                CouplingBlock(channels, config.in_channels, config.growth, config.clamp)
+                CouplingBlock(channels, self.lr_channels, config.growth, config.clamp)
                 for _ in range(stage.blocks)
             )
+        if config.alpha_channel:
+            steps.append(AlphaSigmoid(config.in_channels, channels))
         self.steps = nn.ModuleList(steps)
         self.out_channels = channels
+        self.latent_channels = channels - self.lr_channels
+        self.latent_code: LatentAutoencoder | None = None
+        if config.latent_code is not None:
+            code = config.latent_code
+            self.latent_code = LatentAutoencoder(
+                self.latent_channels, code.channels, code.hidden, code.layers, code.pools
+            )
 
     def check_size(self, height: int, width: int) -> None:
         if height % self.scale or width % self.scale:
@@ -78,21 +122,118 @@ class InvertibleRescaler(nn.Module):
         out = x
         for step in self.steps:
             out = step(out)
-        return out[:, : self.in_channels], out[:, self.in_channels :]
+        return out[:, : self.lr_channels], out[:, self.lr_channels :]
 
     def inverse(self, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Upscale ``y``; ``z=None`` means the all-zero latent (best PSNR)."""
-        if y.ndim != 4 or y.shape[1] != self.in_channels:
-            raise ValueError(f"expected (B, {self.in_channels}, h, w) LR, got {tuple(y.shape)}")
+        if y.ndim != 4 or y.shape[1] != self.lr_channels:
+            raise ValueError(f"expected (B, {self.lr_channels}, h, w) LR, got {tuple(y.shape)}")
         if z is None:
-            z = y.new_zeros(y.shape[0], self.out_channels - self.in_channels, *y.shape[2:])
+            z = y.new_zeros(y.shape[0], self.latent_channels, *y.shape[2:])
         out = torch.cat((y, z), dim=1)
         for step in reversed(self.steps):
             out = step.inverse(out)
         return out
 
+    def encode_latent(self, z: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
+        """IRN-M: z -> its quantised side code (``bits`` bits per value, in [0, 1])."""
+        if self.latent_code is None or self.config.latent_code is None:
+            raise ValueError(f"{self.config.name} has no latent code")
+        code = self.latent_code.encode(z)
+        return quantize(code, straight_through, self.config.latent_code.bits)
+
+    def decode_latent(self, code: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """IRN-M: side code -> z estimate of ``height`` x ``width`` (the LR's size)."""
+        if self.latent_code is None:
+            raise ValueError(f"{self.config.name} has no latent code")
+        return self.latent_code.decode(code, height, width)
+
+    def reconstruction_latent(
+        self, z: torch.Tensor, straight_through: bool = False
+    ) -> torch.Tensor | None:
+        """The z that ``up`` will see: decoded from the side code (IRN-M), else None (z = 0)."""
+        if self.latent_code is None:
+            return None
+        code = self.encode_latent(z, straight_through)
+        return self.decode_latent(code, z.shape[2], z.shape[3])
+
     def num_learnable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def _dense_block_from(
+    target: DenseBlock,
+    source: DenseBlock,
+    cin_map: list[int | None],
+    cout_map: list[int | None],
+) -> None:
+    """Copy ``source``'s weights into ``target``, whose x-input / output channels are remapped.
+
+    ``cin_map[j]`` / ``cout_map[j]`` name the source channel behind target channel
+    ``j`` (None: a new channel, its weights zero). The dense features (the growth
+    channels after x in every conv's input) keep their places.
+    """
+    cin_t, cin_s = target.convs[0].in_channels, source.convs[0].in_channels
+    last = len(target.convs) - 1
+    with torch.no_grad():
+        for k, (ct, cs) in enumerate(zip(target.convs, source.convs, strict=True)):
+            rows = cout_map if k == last else list(range(ct.out_channels))
+            weight = torch.zeros_like(ct.weight)
+            bias = torch.zeros_like(ct.bias)
+            for r, src_r in enumerate(rows):
+                if src_r is None:
+                    continue
+                for j, src in enumerate(cin_map):
+                    if src is not None:
+                        weight[r, j] = cs.weight[src_r, src]
+                weight[r, cin_t:] = cs.weight[src_r, cin_s:]
+                bias[r] = cs.bias[src_r]
+            ct.weight.copy_(weight)
+            ct.bias.copy_(bias)
+
+
+def init_from_model(target: InvertibleRescaler, source: InvertibleRescaler) -> InvertibleRescaler:
+    """Start ``target`` from a trained plain IRN ``source`` of the same scale and stages.
+
+    Same LR layout (IRN-M from IRN): every step is copied as is; the latent
+    auto-encoder keeps its fresh initialisation. IRN-A from IRN: the alpha code
+    takes the place of the first high-pass channel, moving from the latent to the
+    LR branch of every coupling block; each subnet keeps its trained weights for
+    the channels it shares with IRN, and the weights that read or write the alpha
+    start at zero, so the alpha starts as the pre-split mean, carried unchanged.
+    """
+    t_cfg, s_cfg = target.config, source.config
+    if t_cfg.stages != s_cfg.stages or t_cfg.in_channels != s_cfg.in_channels:
+        raise ValueError(f"cannot start {t_cfg.name} from {s_cfg.name}: different architecture")
+    if s_cfg.alpha_channel or s_cfg.latent_code is not None:
+        raise ValueError(f"start {t_cfg.name} from a plain IRN, not {s_cfg.name}")
+    s_couplings = [m for m in source.steps if isinstance(m, CouplingBlock)]
+    t_couplings = [m for m in target.steps if isinstance(m, CouplingBlock)]
+    with torch.no_grad():
+        for t_step, s_step in zip(
+            [m for m in target.steps if isinstance(m, LearnedDownsampling3)],
+            [m for m in source.steps if isinstance(m, LearnedDownsampling3)],
+            strict=True,
+        ):
+            t_step.matrix.copy_(s_step.matrix)
+    if not t_cfg.alpha_channel:
+        for t_step, s_step in zip(t_couplings, s_couplings, strict=True):
+            t_step.load_state_dict(s_step.state_dict())
+        return target
+    c = s_cfg.in_channels  # the source's LR width; the target's is c + 1
+    for t_step, s_step in zip(t_couplings, s_couplings, strict=True):
+        n = s_step.split + s_step.f.convs[0].in_channels  # channels at this level
+        # f reads the latent branch (source channels c..n-1, target c+1..n-1) and writes the LR's.
+        _dense_block_from(t_step.f, s_step.f, [j + 1 for j in range(n - c - 1)], [*range(c), None])
+        # g and h read the LR branch (+ the new alpha) and write the latent's.
+        for name in ("g", "h"):
+            _dense_block_from(
+                getattr(t_step, name),
+                getattr(s_step, name),
+                [*range(c), None],
+                [j + 1 for j in range(n - c - 1)],
+            )
+    return target
 
 
 def build_model(name: str | IRNConfig) -> InvertibleRescaler:

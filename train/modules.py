@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from irn_trt.runtime.metrics import LUMA_WEIGHTS
 from torch import nn
 
-__all__ = ["HaarDownsampling", "LearnedDownsampling3", "DenseBlock", "CouplingBlock"]
+__all__ = [
+    "HaarDownsampling",
+    "LearnedDownsampling3",
+    "DenseBlock",
+    "CouplingBlock",
+    "YCbCrSplit",
+    "AlphaPreSplit",
+    "AlphaSigmoid",
+    "LatentAutoencoder",
+]
 
 
 def _haar_filters(channels: int) -> torch.Tensor:
@@ -106,6 +116,45 @@ class LearnedDownsampling3(nn.Module):
         return self._subbands_to_space(v)
 
 
+class YCbCrSplit(nn.Module):
+    """IRN_color's graying module: RGB -> (Y, Cb, Cr), full-range BT.601, exact inverse.
+
+    Y is the plain luma (weights ``LUMA_WEIGHTS``); Cb = (B - Y) / 1.772 and
+    Cr = (R - Y) / 1.402 are centred on 0 (no +0.5 offset: they start the latent
+    branch, whose target is N(0, I)). The inverse matrix is computed in float64.
+    """
+
+    factor = 1
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        if channels != 3:
+            raise ValueError(f"the graying module needs RGB input, got {channels} channels")
+        self.channels = channels
+        kr, kg, kb = LUMA_WEIGHTS
+        fwd = torch.tensor(
+            [
+                [kr, kg, kb],
+                [-kr / (2 * (1 - kb)), -kg / (2 * (1 - kb)), 0.5],
+                [0.5, -kg / (2 * (1 - kr)), -kb / (2 * (1 - kr))],
+            ],
+            dtype=torch.float64,
+        )
+        # Fixed weights: float64 buffers (cast per call), not part of the state dict.
+        self.register_buffer("matrix", fwd, persistent=False)
+        self.register_buffer("matrix_inverse", torch.linalg.inv(fwd), persistent=False)
+
+    @property
+    def out_channels(self) -> int:
+        return 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kc,bchw->bkhw", self.matrix.to(x.dtype), x)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kc,bchw->bkhw", self.matrix_inverse.to(y.dtype), y)
+
+
 class DenseBlock(nn.Module):
     """Five 3x3 convs with dense connections (growth ``growth`` channels), the IRN subnet."""
 
@@ -181,3 +230,147 @@ class CouplingBlock(nn.Module):
         x2 = ((y2 - self.g(y1)).to(scale.dtype) / scale).to(y.dtype)
         x1 = y1 - self.f(x2)
         return torch.cat((x1, x2), dim=1)
+
+
+class AlphaPreSplit(nn.Module):
+    """IRN-A's pre-split (seed 004, section 2.1, eq. 1), exact and linear.
+
+    Input: a downsampler's subband-major output, ``colours`` low-pass channels
+    followed by ``k * colours`` high-pass ones (k = 3 for Haar). The first
+    high-pass channel is replaced by the mean of all high-pass channels, which
+    sits right after the low-pass channels and so joins the LR branch when the
+    coupling blocks split at ``colours + 1``. The inverse recovers the removed
+    channel as ``n * mean - sum(the others)``.
+    """
+
+    def __init__(self, colours: int, channels: int) -> None:
+        super().__init__()
+        if channels <= colours + 1:
+            raise ValueError(f"need more than {colours + 1} channels, got {channels}")
+        self.colours = colours
+        self.channels = channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels
+
+    @property
+    def high(self) -> int:
+        return self.channels - self.colours
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.colours
+        alpha = x[:, c:].mean(dim=1, keepdim=True)
+        return torch.cat((x[:, :c], alpha, x[:, c + 1 :]), dim=1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        c = self.colours
+        alpha, rest = y[:, c : c + 1], y[:, c + 1 :]
+        removed = alpha * self.high - rest.sum(dim=1, keepdim=True)
+        return torch.cat((y[:, :c], removed, rest), dim=1)
+
+
+class AlphaSigmoid(nn.Module):
+    """IRN-A's output normalisation: a sigmoid on the alpha channel, a logit back.
+
+    The inverse clamps to half a quantisation step inside (0, 1) so that an
+    8-bit alpha of 0 or 255 maps to a finite value.
+    """
+
+    #: Half an 8-bit step: the logit of 0 / 255 would be infinite.
+    EPS = 0.5 / 255.0
+
+    def __init__(self, channel: int, channels: int) -> None:
+        super().__init__()
+        self.channel = channel
+        self.channels = channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.channel
+        return torch.cat((x[:, :a], torch.sigmoid(x[:, a : a + 1]), x[:, a + 1 :]), dim=1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        a = self.channel
+        p = torch.clamp(y[:, a : a + 1], self.EPS, 1.0 - self.EPS)
+        # log(1 - p) rather than log1p: exports as a plain Log (TensorRT-native).
+        return torch.cat((y[:, :a], torch.log(p) - torch.log(1.0 - p), y[:, a + 1 :]), dim=1)
+
+
+class LatentAutoencoder(nn.Module):
+    """IRN-M's auto-encoder of z (seed 004, section 2.2).
+
+    ``encode``: ``layers`` 3x3 convs (LeakyReLU between), a 2x2 max-pool (ceil
+    mode, so any size works) after each of the first ``pools``, ending in
+    ``code_channels`` channels and a sigmoid: a code in [0, 1] on a grid
+    ``2**pools`` times coarser than z. ``decode``: ``layers`` 3x3 convs, the
+    first ``pools`` of the middle ones followed by a 2x pixel shuffle, cropped
+    back to z's size.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int,
+        code_channels: int = 4,
+        hidden: int = 64,
+        layers: int = 4,
+        pools: int = 2,
+    ) -> None:
+        super().__init__()
+        if layers < pools + 1:
+            raise ValueError(f"{pools} pools need at least {pools + 1} conv layers, got {layers}")
+        self.pools = pools
+        self.latent_channels = latent_channels
+        self.code_channels = code_channels
+        enc_widths = [latent_channels] + [hidden] * (layers - 1) + [code_channels]
+        self.encoder = nn.ModuleList(
+            nn.Conv2d(enc_widths[i], enc_widths[i + 1], 3, 1, 1) for i in range(layers)
+        )
+        # Decoder: conv 0 lifts the code to ``hidden``; convs 1..pools end in a 2x
+        # pixel shuffle (4x the channels first); the last one maps to z's channels.
+        dec: list[nn.Conv2d] = []
+        for i in range(layers):
+            cin = code_channels if i == 0 else hidden
+            if i == layers - 1:
+                cout = latent_channels
+            elif 1 <= i <= pools:
+                cout = hidden * 4
+            else:
+                cout = hidden
+            dec.append(nn.Conv2d(cin, cout, 3, 1, 1))
+        self.decoder = nn.ModuleList(dec)
+        # The last conv starts at zero: an untrained code decodes to z = 0, so a
+        # model started from a trained IRN reconstructs exactly as that IRN does.
+        nn.init.zeros_(dec[-1].weight)
+        nn.init.zeros_(dec[-1].bias)
+        self.act = nn.LeakyReLU(0.2)
+        self.shuffle = nn.PixelShuffle(2)
+
+    @property
+    def factor(self) -> int:
+        return 2**self.pools
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        x = z
+        last = len(self.encoder) - 1
+        for i, conv in enumerate(self.encoder):
+            x = conv(x)
+            if i < last:
+                x = self.act(x)
+            if i < self.pools:
+                x = F.max_pool2d(x, 2, ceil_mode=True)
+        return torch.sigmoid(x)
+
+    def decode(self, code: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        x = code
+        last = len(self.decoder) - 1
+        for i, conv in enumerate(self.decoder):
+            x = conv(x)
+            if 1 <= i <= self.pools:
+                x = self.shuffle(x)
+            if i < last:
+                x = self.act(x)
+        return x[:, :, :height, :width]

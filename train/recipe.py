@@ -51,6 +51,8 @@ class TrainConfig:
     lambda_recon: float = 1.0
     lambda_guide: float | None = None  # None: scale**2, as in the papers
     lambda_distr: float = 1.0
+    # IRN-M (seed 004, eq. 2): weight of the L2 error between z and its decoded side code.
+    lambda_code: float = 1.0
     seed: int = 0
     checkpoint_every: int = 250
     val_every: int = 500
@@ -59,7 +61,7 @@ class TrainConfig:
     min_lr_psnr: float = LR_VALID_PSNR_DB
     init_from: str | None = None
     # Stage 2 ("IRN+"); the defaults keep configs written before stage 2 existed loadable.
-    stage: Literal["base", "plus"] = "base"
+    stage: Literal["base", "plus", "code"] = "base"
     disc_pretrain: int = 5000
     vgg_weights: str | None = None
     lambda_gan: float = 1.0
@@ -112,6 +114,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 STAGES: dict[str, dict[str, Any]] = {
     "base": dict(stage="base"),
     "plus": dict(stage="plus", lr=1e-4, lambda_recon=0.01, lambda_distr=0.0),
+    # IRN-M's auto-encoder alone on a trained model's z (seed 004 pre-trains it with MSE).
+    "code": dict(stage="code", lr=1e-3, iterations=2000, milestones=(1000, 1500)),
 }
 
 

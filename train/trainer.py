@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CropSampler, load_folders
 from .evaluate import evaluate_model, load_image_set, summarize
-from .models import InvertibleRescaler, build_model, quantize
+from .models import InvertibleRescaler, build_model, init_from_model, luma, quantize
 from .recipe import (
     LR_VALID_PSNR_DB,
     PRESETS,
@@ -52,6 +52,7 @@ __all__ = [
     "Trainer",
     "apply_preset",
     "apply_stage",
+    "code_losses",
     "irn_losses",
 ]
 
@@ -74,25 +75,75 @@ def irn_losses(
     cfg: TrainConfig,
     generator: torch.Generator | None = None,
 ) -> LossTerms:
-    """Spec section 3: L2 guidance, z energy, Charbonnier reconstruction through STE quantizer."""
+    """Spec section 3: L2 guidance, z energy, Charbonnier reconstruction through STE quantizer.
+
+    The guidance sees the colour channels of the LR (IRN-A's alpha code has none);
+    IRN_color's grey image is guided towards the luma of the HR (``lr_guide`` is
+    the HR itself at scale 1).
+    IRN-M (seed 004, eq. 2) reconstructs from the z its side code decodes to and
+    adds the code's L2 error to z, weighted by ``cfg.lambda_code``.
+    """
     b = hr.shape[0]
-    lam_guide = cfg.lambda_guide if cfg.lambda_guide is not None else float(model.scale**2)
+    config = model.config
+    lam_guide = cfg.lambda_guide if cfg.lambda_guide is not None else config.default_lambda_guide
     y, z = model(hr)
-    l_guide = lam_guide * torch.sum((y - lr_guide) ** 2) / b
+    if config.task == "decolorize":
+        # Grayscale guidance (seed 000, section 3.4): the image's own luma.
+        target = luma(lr_guide)
+        l_guide = lam_guide * torch.sum((y - target) ** 2) / b
+    else:
+        l_guide = lam_guide * torch.sum((y[:, : model.in_channels] - lr_guide) ** 2) / b
     l_distr = cfg.lambda_distr * torch.sum(z**2) / b
     lr_q = quantize(y, straight_through=True)
-    if cfg.train_z == "gaussian":
+    terms: dict[str, float] = {}
+    z_rec = model.reconstruction_latent(z, straight_through=True)
+    if z_rec is not None:
+        l_code = cfg.lambda_code * torch.sum((z_rec - z) ** 2) / b
+        terms["code"] = l_code.item()
+    elif cfg.train_z == "gaussian":
         z_rec = torch.randn(z.shape, generator=generator)
     else:
         z_rec = torch.zeros_like(z)
     rec = model.inverse(lr_q, z_rec)
     l_recon = cfg.lambda_recon * torch.sum(torch.sqrt((hr - rec) ** 2 + 1e-6)) / b
     total = l_guide + l_distr + l_recon
-    return LossTerms(
-        total,
-        {"recon": l_recon.item(), "guide": l_guide.item(), "distr": l_distr.item()},
-        rec,
-    )
+    if "code" in terms:
+        total = total + l_code
+    terms = {"recon": l_recon.item(), "guide": l_guide.item(), "distr": l_distr.item(), **terms}
+    return LossTerms(total, terms, rec)
+
+
+def code_losses(model: InvertibleRescaler, hr: torch.Tensor, cfg: TrainConfig) -> LossTerms:
+    """Stage ``code``: IRN-M's auto-encoder alone, L2 between z and its decoded code.
+
+    The rescaler is frozen (it runs without gradients), so this pre-trains the
+    auto-encoder on the latents of the model it will join (seed 004 pre-trains
+    it alone with MSE before the joint training).
+    """
+    b = hr.shape[0]
+    with torch.no_grad():
+        _, z = model(hr)
+    z_rec = model.reconstruction_latent(z, straight_through=True)
+    assert z_rec is not None
+    l_code = cfg.lambda_code * torch.sum((z_rec - z) ** 2) / b
+    zero = 0.0
+    return LossTerms(l_code, {"recon": zero, "guide": zero, "distr": zero, "code": l_code.item()})
+
+
+def _initial_model(name: str, init_from: str) -> InvertibleRescaler:
+    """The model a run starts from: ``init_from`` itself, or ``name`` built from it.
+
+    A checkpoint of another registry entry is accepted where
+    :func:`~irn_trt.train.models.init_from_model` can map it (IRN-A / IRN-M from
+    the plain IRN of the same scale).
+    """
+    source, _ = load_checkpoint(init_from)
+    if source.config.name == name:
+        return source
+    try:
+        return init_from_model(build_model(name), source)
+    except ValueError as exc:
+        raise IRNError(f"--init-from {init_from}: {exc}") from None
 
 
 class Trainer:
@@ -111,15 +162,20 @@ class Trainer:
         self.log = log
         torch.manual_seed(cfg.seed)
         if cfg.init_from:
-            self.model, _ = load_checkpoint(cfg.init_from)
-            if self.model.config.name != cfg.model:
-                raise IRNError(f"--init-from is {self.model.config.name}, not {cfg.model}")
+            self.model = _initial_model(cfg.model, cfg.init_from)
         else:
             self.model = build_model(cfg.model)
         self.model.to(memory_format=TRAIN_MEMORY_FORMAT)
         self.model.train()
+        trained = self.model.parameters()
+        if cfg.stage == "code":
+            if self.model.latent_code is None:
+                raise IRNError(f"--stage code trains a latent auto-encoder; {cfg.model} has none")
+            if not cfg.init_from:
+                raise IRNError("--stage code pre-trains on a trained model's z: give --init-from")
+            trained = self.model.latent_code.parameters()
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+            trained, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma
@@ -150,7 +206,7 @@ class Trainer:
                     seed=cfg.seed,
                 )
             )
-        elif cfg.stage != "base":
+        elif cfg.stage not in ("base", "code"):
             raise IRNError(f"unknown stage {cfg.stage!r}; known: {', '.join(STAGES)}")
 
     # --- state ---------------------------------------------------------------------
@@ -249,6 +305,8 @@ class Trainer:
         ]
         if self.plus is not None:
             header += PLUS_LOG_COLUMNS
+        if self.model.latent_code is not None:
+            header.append("code")
         new = not path.exists()
         with path.open("a", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
@@ -289,7 +347,10 @@ class Trainer:
                 if self.plus is not None:
                     losses = self._plus_step(hr, lr_guide)
                 else:
-                    losses = irn_losses(self.model, hr, lr_guide, cfg, self.generator)
+                    if cfg.stage == "code":
+                        losses = code_losses(self.model, hr, cfg)
+                    else:
+                        losses = irn_losses(self.model, hr, lr_guide, cfg, self.generator)
                     self.optimizer.zero_grad(set_to_none=True)
                     losses.total.backward()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -305,7 +366,11 @@ class Trainer:
                     rec=f"{losses.terms['recon']:.1f}",
                     gd=f"{losses.terms['guide']:.2f}",
                     z=f"{losses.terms['distr']:.1f}",
-                    **{k: f"{losses.terms[k]:.3g}" for k in PLUS_LOG_COLUMNS if k in losses.terms},
+                    **{
+                        k: f"{losses.terms[k]:.3g}"
+                        for k in (*PLUS_LOG_COLUMNS, "code")
+                        if k in losses.terms
+                    },
                     refresh=False,
                 )
                 row: dict[str, Any] = {
@@ -322,10 +387,11 @@ class Trainer:
                     note = (
                         "" if valid else f" (below {cfg.min_lr_psnr:g}: not a candidate for best/)"
                     )
-                    bar.write(
-                        f"step {self.step}: val Y-PSNR {psnr:.2f} dB, "
-                        f"LR vs bicubic {lr_psnr:.2f} dB{note}"
-                    )
+                    if self.model.config.task == "decolorize":
+                        what = f"val RGB PSNR {psnr:.2f} dB, grey vs luma {lr_psnr:.2f} dB"
+                    else:
+                        what = f"val Y-PSNR {psnr:.2f} dB, LR vs bicubic {lr_psnr:.2f} dB"
+                    bar.write(f"step {self.step}: {what}{note}")
                     if valid and psnr > self.best_psnr:
                         self.best_psnr = psnr
                         self.save("best")

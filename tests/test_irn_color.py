@@ -1,0 +1,128 @@
+"""IRN_color (seed 000, sections 3.4 / 4.3): the graying module, exact invertibility,
+grayscale guidance, RGB evaluation and the grey/colour graphs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import tiny_config
+from irn_trt.runtime.manifest import load_manifest
+from irn_trt.runtime.metrics import rgb_psnr_ssim, rgb_to_luma
+from irn_trt.train.checkpoint import save_checkpoint
+from irn_trt.train.data import CropSampler
+from irn_trt.train.eval_cli import main as eval_main
+from irn_trt.train.evaluate import evaluate_model
+from irn_trt.train.models import build_model, get_config, luma, randomize_weights
+from irn_trt.train.trainer import Trainer, irn_losses
+from PIL import Image
+from test_irn_am import coupling_params
+from train_support import read_log
+from train_support import tiny_config as tiny_train_config
+
+
+def test_parameter_count_is_the_papers() -> None:
+    # 8 blocks splitting 1 / 2: 1,413,592 learnable parameters, the paper's "1.41 M".
+    model = build_model("irn_color")
+    assert model.num_learnable_parameters() == 8 * coupling_params(3, 1) == 1_413_592
+    cfg = get_config("irn_color")
+    assert (cfg.task, cfg.scale, cfg.lr_channels, cfg.latent_channels) == ("decolorize", 1, 1, 2)
+    assert cfg.default_lambda_guide == 9.0
+
+
+def test_exactly_invertible_and_starts_as_the_luma() -> None:
+    x = torch.rand(2, 3, 9, 14, dtype=torch.float64)
+    fresh = build_model("irn_color").double().eval()
+    with torch.no_grad():
+        y, _ = fresh(x)
+        # Identity blocks: the grey image is exactly the full-range BT.601 luma.
+        assert torch.allclose(y, luma(x), atol=1e-12)
+        trained = randomize_weights(build_model(tiny_config("irn_color")), seed=4).double()
+        y, z = trained(x)
+        assert y.shape == (2, 1, 9, 14) and z.shape == (2, 2, 9, 14)
+        assert (trained.inverse(y, z) - x).abs().max().item() < 1e-10
+
+
+def test_guidance_is_the_luma_with_weight_9() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    hr, guide = CropSampler([img], 16, 1, seed=1).batch(2)
+    assert torch.equal(hr, guide)  # scale 1: the sampler hands the HR itself over
+    model = randomize_weights(build_model(tiny_config("irn_color")), seed=2)
+    cfg = tiny_train_config(model="irn_color", crop=16)
+    with torch.no_grad():
+        terms = irn_losses(model, hr, guide, cfg).terms
+        y, _ = model(hr)
+    expected = 9.0 * float(((y - luma(hr)) ** 2).sum()) / 2
+    assert terms["guide"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_few_training_steps_run_and_log(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)]
+    cfg = tiny_train_config(model="irn_color", crop=16)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert trainer.run(images, max_steps=3) == 3
+    rows = read_log(tmp_path / "run")
+    assert len(rows) == 3 and all(float(r["guide"]) >= 0 for r in rows)
+
+
+def test_evaluation_is_in_rgb_with_the_grey_judged_against_the_luma(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    fresh = build_model("irn_color")
+    score = evaluate_model(fresh, [("noise", img)])[0]
+    assert score.lr_psnr == float("inf")  # a fresh model's grey is the rounded luma
+    # z = 0 drops the colour: the restored image is the grey one, in RGB.
+    grey = np.round(rgb_to_luma(img)).astype(np.uint8)
+    expected = rgb_psnr_ssim(np.repeat(grey[..., None], 3, axis=2), img)
+    assert score.psnr == pytest.approx(expected[0], abs=0.05)
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.fromarray(img).save(folder / "noise.png")
+    save_checkpoint(fresh, tmp_path / "ckpt")
+    out = tmp_path / "scores.json"
+    assert eval_main([str(folder), "--checkpoint", str(tmp_path / "ckpt"), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["task"] == "decolorize" and "RGB" in doc["metrics"]
+    assert doc["mean"]["psnr"] == pytest.approx(score.psnr)
+
+
+def test_scale_does_not_apply_to_colour(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_checkpoint(build_model("irn_color"), tmp_path / "ckpt")
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "a.png")
+    assert eval_main([str(folder), "--checkpoint", str(tmp_path / "ckpt"), "--scale", "2"]) != 0
+    assert "--scale does not apply" in capsys.readouterr().err
+
+
+def test_export_writes_a_grey_down_and_a_colour_up_graph(tmp_path: Path) -> None:
+    from irn_trt.export.api import ExportOptions, export_model
+
+    model = randomize_weights(build_model(tiny_config("irn_color")), seed=6).eval()
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    out = tmp_path / "color"
+    export_model(model, out, options=ExportOptions(), verify_images=[("noise", img)])
+    manifest = load_manifest(out)
+    assert (manifest.lr_layout, manifest.lr_channels, manifest.scale) == ("grey", 1, 1)
+    providers = ["CPUExecutionProvider"]
+    down = ort.InferenceSession(str(out / "down.fp32.onnx"), providers=providers)
+    up = ort.InferenceSession(str(out / "up.fp32.onnx"), providers=providers)
+    grey = down.run(None, {"hr": img[None]})[0]
+    assert grey.shape == (1, 20, 28, 1) and grey.dtype == np.uint8
+    with torch.no_grad():
+        y, _ = model(torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None] / 255)
+        rgb = model.inverse(torch.from_numpy(grey[0, ..., 0].astype(np.float32))[None, None] / 255)
+    expected = np.round(y[0, 0].clamp(0, 1).numpy() * 255)
+    assert np.abs(grey[0, ..., 0].astype(int) - expected).max() <= 1
+    colour = up.run(None, {"lr": grey})[0]
+    torch_colour = np.round(rgb[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255)
+    assert colour.shape == (1, 20, 28, 3)
+    assert np.abs(colour[0].astype(int) - torch_colour).max() <= 1
