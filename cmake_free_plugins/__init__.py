@@ -7,14 +7,18 @@ Modules (import what you need; nothing here imports Triton, TensorRT or torch):
 - ``aot``: ahead-of-time compilation of the kernels to PTX (needs ``triton``);
 - ``trt_plugins``: ``register_plugins()``, the TensorRT definitions (needs ``tensorrt``);
 - ``onnx_rewrite``: ``apply_plugins(model, {"haar", "pack", "gaussian"})`` for ``irn-export``;
-- ``onnx_reference``: run a plugin graph on the CPU, custom nodes by their references.
+- ``onnx_reference``: run a plugin graph on the CPU, custom nodes by their references;
+- :func:`fingerprint`: what a plugin engine embeds besides the graph (engine-cache key).
 
 See ``README.md`` next to this file for how to add the next plugin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
 
 from irn_trt.runtime.errors import IRNError
 
@@ -26,7 +30,13 @@ __all__ = [
     "register_plugins",
     "tensorrt_plugin_api_reason",
     "prepare_tensorrt_for",
+    "fingerprint",
+    "FINGERPRINT_SOURCES",
 ]
+
+#: The files whose text ends up in a plugin engine: the kernels and their constants (the
+#: PTX), and the AOT glue (compile options, launch geometry, scalar arguments).
+FINGERPRINT_SOURCES = ("kernels.py", "geometry.py", "aot.py", "trt_plugins.py")
 
 
 def prepare_tensorrt_for(plugins: Iterable[str]) -> None:
@@ -46,3 +56,32 @@ def prepare_tensorrt_for(plugins: Iterable[str]) -> None:
     missing = sorted(set(wanted) - known)
     if missing:
         raise IRNError(f"unknown TensorRT plugin(s) {', '.join(missing)}; known: {sorted(known)}")
+
+
+def _triton_version() -> str:
+    try:
+        return metadata.version("triton")
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def fingerprint(
+    sources: Mapping[str, bytes] | None = None, triton_version: str | None = None
+) -> str:
+    """SHA-256 of what a plugin engine embeds beyond its ONNX graph: the kernel sources,
+    the AOT glue (:data:`FINGERPRINT_SOURCES`) and the Triton version that compiled them.
+
+    Part of the engine-cache key of graphs that use plugins, so an edited kernel or
+    another Triton rebuilds the engine instead of loading stale PTX. ``sources`` (file
+    name -> bytes) and ``triton_version`` default to this installation's.
+    """
+    if sources is None:
+        here = Path(__file__).resolve().parent
+        sources = {name: (here / name).read_bytes() for name in FINGERPRINT_SOURCES}
+    h = hashlib.sha256()
+    h.update(f"triton={triton_version or _triton_version()}\n".encode())
+    for name in sorted(sources):
+        data = sources[name]
+        h.update(f"{name}:{len(data)}\n".encode())
+        h.update(data)
+    return h.hexdigest()

@@ -97,8 +97,9 @@ class KernelCase:
         raise ValueError(f"unknown kernel {self.kernel}")
 
 
-def _u8(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    return rng.integers(0, 256, shape, dtype=np.uint8)
+def _bytes(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """Byte values 0..255 as float32: what unpack_rgb8 reads after the native uint8 Cast."""
+    return rng.integers(0, 256, shape).astype(np.float32)
 
 
 def _build_cases() -> tuple[KernelCase, ...]:
@@ -129,9 +130,9 @@ def _build_cases() -> tuple[KernelCase, ...]:
                    exact=True),
         KernelCase("pack_rgb8_fp16", "launch_pack_rgb8", (3, 3, 9, 13), "float16", _pack_input,
                    exact=True),
-        KernelCase("unpack_rgb8_fp32", "launch_unpack_rgb8", (2, 17, 23, 3), "uint8", _u8,
+        KernelCase("unpack_rgb8_fp32", "launch_unpack_rgb8", (2, 17, 23, 3), "float32", _bytes,
                    exact=True),
-        KernelCase("unpack_rgb8_fp16", "launch_unpack_rgb8", (3, 9, 13, 3), "uint8", _u8,
+        KernelCase("unpack_rgb8_fp16", "launch_unpack_rgb8", (3, 9, 13, 3), "float32", _bytes,
                    {"fp16": 1}, exact=True),
         KernelCase("gaussian_z_seed0", "launch_gaussian_z", (2, 3, 5, 7), "float32", _images,
                    {"channels": 45, "seed": 0, "scale": 1.0}),

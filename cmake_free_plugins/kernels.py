@@ -149,8 +149,10 @@ def pack_rgb8_kernel(
     out_ptr,
     BLOCK: tl.constexpr,
 ):
-    """x (N, C, H, W) float -> out (N, H, W, C) uint8 = round(clamp(x, 0, 1) * 255).
+    """x (N, C, H, W) float -> out (N, H, W, C) float32 = round(clamp(x, 0, 1) * 255).
 
+    The byte values 0..255 in float32: TensorRT plugins cannot write UINT8, so a
+    native Cast after the plugin makes the bytes (exactly: the values are integers).
     Indexed by output element so stores are contiguous; HW = H*W, total = N*C*H*W.
     """
     o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -161,7 +163,7 @@ def pack_rgb8_kernel(
     v = tl.load(x_ptr + (n * C + c) * HW + pix, mask=valid, other=0.0).to(tl.float32)
     v = tl.minimum(tl.maximum(v, 0.0), 1.0) * 255.0
     v = (v + _ROUND_MAGIC) - _ROUND_MAGIC
-    tl.store(out_ptr + o, v.to(tl.uint8), mask=valid)
+    tl.store(out_ptr + o, v, mask=valid)
 
 
 @triton.jit
@@ -173,13 +175,14 @@ def unpack_rgb8_kernel(
     x_ptr,
     BLOCK: tl.constexpr,
 ):
-    """u (N, H, W, C) uint8 -> x (N, C, H, W) float = u / 255 (IEEE division, as ONNX Div)."""
+    """u (N, H, W, C) byte values (float32, from a native Cast of the uint8 image) -> x (N, C,
+    H, W) float = u / 255 (IEEE division, as ONNX Div)."""
     o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = o < total
     pix = o % HW
     c = (o // HW) % C
     n = o // (C * HW)
-    u = tl.load(u_ptr + (n * HW + pix) * C + c, mask=valid, other=0).to(tl.float32)
+    u = tl.load(u_ptr + (n * HW + pix) * C + c, mask=valid, other=0.0).to(tl.float32)
     v = tl.math.div_rn(u, 255.0)
     tl.store(x_ptr + o, v.to(x_ptr.dtype.element_ty), mask=valid)
 
@@ -237,11 +240,11 @@ def launch_haar_up(y: Any, levels: int) -> Any:
 
 
 def launch_pack_rgb8(x: Any) -> Any:
-    """NCHW float tensor -> NHWC uint8 tensor via :func:`pack_rgb8_kernel`."""
+    """NCHW float tensor -> NHWC float32 byte values via :func:`pack_rgb8_kernel`."""
     import torch  # the launch helpers need tensors; the kernels themselves do not
 
     n, c, hh, ww = (int(s) for s in x.shape)
-    out = torch.empty((n, hh, ww, c), dtype=torch.uint8, device=x.device)
+    out = torch.empty((n, hh, ww, c), dtype=torch.float32, device=x.device)
     total = n * c * hh * ww
     grid = (_cdiv(total, ELEMENTWISE_BLOCK),)
     pack_rgb8_kernel[grid](x.contiguous(), c, hh * ww, total, out, BLOCK=ELEMENTWISE_BLOCK)
@@ -249,7 +252,7 @@ def launch_pack_rgb8(x: Any) -> Any:
 
 
 def launch_unpack_rgb8(u: Any, dtype: Any = None) -> Any:
-    """NHWC uint8 tensor -> NCHW float tensor (float32 unless ``dtype``)."""
+    """NHWC float32 byte values -> NCHW float tensor (float32 unless ``dtype``)."""
     import torch
 
     n, hh, ww, c = (int(s) for s in u.shape)

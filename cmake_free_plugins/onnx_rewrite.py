@@ -13,9 +13,12 @@ rounding of the fused arithmetic, see ``reference.py``):
 - ``haar``: a stride-2 2x2 ``Conv`` whose weight is the Haar analysis /4
   (-> ``haar_down``), or a ``ConvTranspose`` with the plain Haar weight
   (-> ``haar_up``); back-to-back levels (IRN_E) fuse into one node.
-- ``pack``: ``[Cast fp32] -> Clip(0, 1) -> Mul 255 -> Round -> Transpose NHWC
-  -> Cast uint8`` (-> ``pack_rgb8``); ``unpack``: ``Cast fp32 -> Transpose
-  NCHW -> Div 255 [-> Cast fp16]`` (-> ``unpack_rgb8``).
+- ``pack``: ``[Cast fp32] -> Clip(0, 1) -> Mul 255 -> Round -> Transpose NHWC``
+  before the output's ``Cast uint8`` (-> ``pack_rgb8``); ``unpack``: ``Transpose
+  NCHW -> Div 255 [-> Cast fp16]`` after the input's ``Cast fp32`` (->
+  ``unpack_rgb8``). The uint8 Casts stay native: TensorRT plugin tensors cannot be
+  UINT8 (``PluginTensorDesc`` does not support it; its ONNX parser takes UINT8 only
+  as network input or output).
 - ``gaussian``: ``RandomNormalLike -> [Mul t] -> [Cast]`` feeding the latent
   ``Concat`` (-> ``gaussian_z``, seeded).
 
@@ -258,8 +261,8 @@ def _rewrite_pack(g: _Graph) -> int:
         hi = _scalar(g.const(clip.input[2])) if len(clip.input) > 2 else None
         if (lo, hi) != (0.0, 1.0):
             continue
-        chain = [clip, mul, rnd, tr, cast]
-        if any(
+        chain = [clip, mul, rnd, tr]  # the Cast to uint8 stays: no UINT8 plugin outputs
+        if g.sole_consumer(tr.output[0]) is not cast or any(
             g.sole_consumer(a.output[0]) is not b for a, b in zip(chain, chain[1:], strict=False)
         ):
             continue
@@ -273,7 +276,7 @@ def _rewrite_pack(g: _Graph) -> int:
         ):
             chain.insert(0, widen)  # the kernel widens FP16 to FP32 itself: exact
             source = widen.input[0]
-        _replace(g, chain, _plugin_node("pack_rgb8", [source], [cast.output[0]]))
+        _replace(g, chain, _plugin_node("pack_rgb8", [source], [tr.output[0]]))
         made += 1
     return made
 
@@ -296,13 +299,13 @@ def _rewrite_unpack(g: _Graph) -> int:
             continue
         if _scalar(g.const(div.input[1])) != 255.0:
             continue
-        chain = [cast, tr, div]
+        chain = [tr, div]  # the Cast from uint8 stays: no UINT8 plugin inputs
         fp16 = 0
         narrow = _next(g, div, "Cast")
         if narrow is not None and int(_attr(narrow, "to", 0)) == TensorProto.FLOAT16:
             chain.append(narrow)  # divide in FP32, round once to FP16: what the kernel does
             fp16 = 1
-        node = _plugin_node("unpack_rgb8", [graph_input.name], [chain[-1].output[0]], fp16=fp16)
+        node = _plugin_node("unpack_rgb8", [cast.output[0]], [chain[-1].output[0]], fp16=fp16)
         _replace(g, chain, node)
         made += 1
     return made

@@ -83,19 +83,24 @@ def haar_up_ref(y: np.ndarray, levels: int) -> np.ndarray:
 
 
 def pack_rgb8_ref(x: np.ndarray) -> np.ndarray:
-    """NCHW float image -> NHWC uint8: round-half-even(clamp(x, 0, 1) * 255).
+    """NCHW float image -> NHWC byte values as float32: round-half-even(clamp(x, 0, 1) * 255).
 
-    The arithmetic is float32 whatever the input type, like the kernel (an FP16
-    input is widened first), so the result is exact, not approximately equal.
+    What ``irn::pack_rgb8`` writes; the native ``Cast`` to uint8 after it is exact
+    (integers 0..255). The arithmetic is float32 whatever the input type, like the
+    kernel (an FP16 input is widened first), so the result is exact, not approximate.
     """
     v = np.clip(x.astype(np.float32), np.float32(0.0), np.float32(1.0)) * np.float32(255.0)
-    return np.rint(v).astype(np.uint8).transpose(0, 2, 3, 1).copy()
+    return np.rint(v).astype(np.float32).transpose(0, 2, 3, 1).copy()
 
 
 def unpack_rgb8_ref(u: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
-    """NHWC uint8 -> NCHW float in [0, 1]: x / 255 (correctly rounded float32 division)."""
-    if u.dtype != np.uint8:
-        raise ValueError(f"unpack_rgb8 expects uint8 input, got {u.dtype}")
+    """NHWC byte values -> NCHW float in [0, 1]: u / 255 (correctly rounded float32 division).
+
+    ``u`` is what ``irn::unpack_rgb8`` reads: the float32 output of the native ``Cast``
+    of the uint8 image (a uint8 array is taken as that Cast's input).
+    """
+    if u.dtype not in (np.uint8, np.float32):
+        raise ValueError(f"unpack_rgb8 expects uint8 or float32 byte values, got {u.dtype}")
     v = u.astype(np.float32) / np.float32(255.0)
     return v.astype(dtype).transpose(0, 3, 1, 2).copy()
 

@@ -28,7 +28,7 @@ import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ __all__ = [
     "default_cache_dir",
     "user_cache_dir",
     "stderr_warning",
+    "plugin_fingerprint_for",
 ]
 
 CACHE_FORMAT = "irn-trt-engine-cache/1"
@@ -94,9 +95,15 @@ class EngineKey:
     workspace_bytes: int
     opt_level: int
     hardware_compat: str = "none"
+    # irn_trt.plugins.fingerprint() for graphs with TensorRT plugins (kernel sources, AOT
+    # glue, Triton version: baked into the engine); empty for native graphs.
+    plugin_fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["plugin_fingerprint"]:
+            del d["plugin_fingerprint"]  # native keys (and their cached entries) as before
+        return d
 
     def digest(self) -> str:
         canon = json.dumps({"format": CACHE_FORMAT, **self.to_dict()}, sort_keys=True)
@@ -104,6 +111,15 @@ class EngineKey:
 
     def entry_name(self) -> str:
         return f"{_slug(self.model)}-{self.direction}-{self.precision}-{self.digest()[:16]}"
+
+
+def plugin_fingerprint_for(plugins: Sequence[str]) -> str:
+    """The ``EngineKey.plugin_fingerprint`` of a graph using ``plugins`` ("" if native)."""
+    if not any(plugins):
+        return ""
+    from irn_trt.plugins import fingerprint
+
+    return fingerprint()
 
 
 class CorruptCacheEntryError(IRNError):

@@ -1,11 +1,13 @@
 """TensorRT side of the irn::* plugins: registration, engines, self-contained plans, timing.
 
-All tests here need an NVIDIA GPU with TensorRT >= 10.9 and Triton; without
-one they are skipped by the ``gpu`` marker (see conftest.py).
+All tests here need an NVIDIA GPU with TensorRT >= 10.9 (AOT Python plugins),
+Triton and onnx; without a GPU they are skipped by the ``gpu`` marker (see
+conftest.py), and without the rest by the checks below, each with its reason.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,11 +15,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from irn_trt.plugins import micro_graphs as mg
-from irn_trt.plugins import reference as ref
-from irn_trt.plugins.onnx_rewrite import apply_plugins, plugin_ops
+
+pytest.importorskip("onnx", reason="onnx is not installed (pip install 'irn-trt[train]')")
+
+from irn_trt.plugins import micro_graphs as mg  # noqa: E402
+from irn_trt.plugins import reference as ref  # noqa: E402
+from irn_trt.plugins.onnx_rewrite import apply_plugins, plugin_ops  # noqa: E402
 
 pytestmark = pytest.mark.gpu
+
+
+def plugin_stack_reason() -> str | None:
+    """None when Triton and TensorRT's AOT plugin API (10.9+) are here, else why not."""
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'irn-trt[plugins]')"
+    from irn_trt.plugins import tensorrt_plugin_api_reason
+
+    return tensorrt_plugin_api_reason()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plugin_stack() -> None:
+    # a fixture, not a collection-time check: tensorrt is imported only where tests run
+    reason = plugin_stack_reason()
+    if reason:
+        pytest.skip(f"plugin test: {reason}")
+
 
 MICRO = [
     mg.haar_down_graph(1, 3, (40, 56), "float32", 2),
@@ -37,8 +60,8 @@ def _reference(graph: mg.MicroGraph, x: np.ndarray, seed: int) -> np.ndarray:
         return ref.haar_down_ref(x, int(graph.name[len("haar_down_L")]))
     if graph.name.startswith("haar_up"):
         return ref.haar_up_ref(x, int(graph.name[len("haar_up_L")]))
-    if graph.name.startswith("pack"):
-        return ref.pack_rgb8_ref(x)
+    if graph.name.startswith("pack"):  # the plugin's byte values, then the native Cast
+        return ref.pack_rgb8_ref(x).astype(np.uint8)
     if graph.name.startswith("unpack"):
         return ref.unpack_rgb8_ref(x, np.float16 if graph.name.endswith("16") else np.float32)
     n, _, h, w = x.shape
@@ -52,6 +75,18 @@ def test_plugins_register_with_tensorrt() -> None:
     assert tensorrt_plugin_api_reason() is None
     assert register_plugins() == tuple(f"irn::{op}" for op in PLUGIN_OPS)
     assert register_plugins() == register_plugins()  # idempotent
+
+
+def test_kernels_target_this_gpu_with_ptx_its_driver_loads() -> None:
+    import re
+
+    from irn_trt.plugins import aot
+
+    major, minor, driver = aot.local_device()
+    kernel = aot.compile_kernel(aot.haar_down_spec(2, "float16"))  # this GPU, this driver
+    assert re.fullmatch(rf"sm_{10 * major + minor}a?", kernel.target)
+    isa = re.search(r"^\.version (\d+)\.(\d+)$", kernel.ptx, re.MULTILINE)
+    assert isa and 10 * int(isa[1]) + int(isa[2]) <= aot.ptx_isa_for_cuda(driver)
 
 
 @pytest.mark.parametrize("graph", MICRO, ids=lambda g: g.name)
@@ -81,7 +116,7 @@ def test_plugin_engine_matches_reference(graph: mg.MicroGraph) -> None:
 
 
 def test_irn_plugin_engines_match_native_engines(set5_dir: Path) -> None:
-    import torch
+    torch = pytest.importorskip("torch", reason="the IRN graphs are traced with torch")
     from irn_trt.export.graphs import DownGraph, GraphSpec, UpGraph
     from irn_trt.export.onnx_graph import DynamicIO, trace_to_onnx
     from irn_trt.export.random_init import random_model

@@ -49,7 +49,10 @@ def test_pack_ref_is_quantize_then_nhwc_bytes() -> None:
     rng = np.random.default_rng(1)
     x = (rng.random((2, 3, 7, 9), dtype=np.float32) * 1.4 - 0.2).astype(np.float32)
     levels = torch.round(quantize(torch.from_numpy(x)) * 255.0).to(torch.uint8)
-    np.testing.assert_array_equal(ref.pack_rgb8_ref(x), levels.permute(0, 2, 3, 1).numpy())
+    packed = ref.pack_rgb8_ref(x)  # byte values in float32: the Cast to uint8 stays native
+    assert packed.dtype == np.float32
+    np.testing.assert_array_equal(packed.astype(np.uint8), levels.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(packed, packed.astype(np.uint8))  # integers: the Cast is exact
     # exact ties round half to even, like ONNX Round: k + 0.5 -> k if k is even, else k + 1
     ties = pack_ties()
     k = np.arange(255)
@@ -60,9 +63,10 @@ def test_pack_ref_is_quantize_then_nhwc_bytes() -> None:
 def test_unpack_ref_roundtrips_pack() -> None:
     rng = np.random.default_rng(2)
     u = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
-    x = ref.unpack_rgb8_ref(u)
+    x = ref.unpack_rgb8_ref(u.astype(np.float32))  # what the plugin reads: the Cast's output
     assert x.shape == (2, 3, 5, 7) and x.dtype == np.float32
     np.testing.assert_array_equal(x, (u.astype(np.float32) / np.float32(255)).transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(ref.unpack_rgb8_ref(u), x)
     np.testing.assert_array_equal(ref.pack_rgb8_ref(x), u)
     assert ref.unpack_rgb8_ref(u, np.float16).dtype == np.float16
     with pytest.raises(ValueError, match="uint8"):

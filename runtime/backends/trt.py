@@ -20,7 +20,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..cuda_util import CudaRuntime, GpuInfo, cuda_unavailable_reason
-from ..engine_cache import EngineCache, EngineKey, default_cache_dir, stderr_warning
+from ..engine_cache import (
+    EngineCache,
+    EngineKey,
+    default_cache_dir,
+    plugin_fingerprint_for,
+    stderr_warning,
+)
 from ..errors import IRNError
 from ..manifest import GraphInfo, ModelManifest, file_sha256
 from ..trt_builder import BuildSpec, build_engine, import_tensorrt, make_logger
@@ -121,6 +127,7 @@ def engine_key(
         profile=profile_key(profiles),
         workspace_bytes=build.workspace_bytes,
         opt_level=build.opt_level,
+        plugin_fingerprint=plugin_fingerprint_for(graph.plugins),
     )
 
 
