@@ -2,7 +2,10 @@
 
 A thin layer over the runtime's builder (``runtime/trt_builder.py``) and CUDA
 helpers (``runtime/cuda_util.py``) for the plugin checks and the benchmark:
-one static shape per input, outputs read back by name.
+one static shape per input, outputs read back by name. TensorRT logs through the
+runtime's one process-wide logger (stderr); :class:`EngineRunner` releases its context,
+engine, buffers and CUDA context in :meth:`EngineRunner.close` (or a ``with`` block),
+also when its construction fails half-way.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from irn_trt.runtime.cuda_util import CudaRuntime
+from irn_trt.runtime.engine_cache import stderr_warning
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.trt_builder import BuildSpec, build_engine, import_tensorrt, make_logger
 from irn_trt.runtime.trt_plan import ProfileShapes
@@ -32,7 +36,7 @@ def build_plan(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> by
         onnx.save(model, path)
         profiles = tuple(ProfileShapes(n, s, s, s) for n, s in shapes.items())
         spec = BuildSpec(onnx_path=path, profiles=profiles, workspace_bytes=1 << 30)
-        return build_engine(spec, warn=lambda msg: print(f"warning: {msg}"))
+        return build_engine(spec, warn=stderr_warning)  # stdout stays for results
 
 
 class EngineRunner:
@@ -42,15 +46,33 @@ class EngineRunner:
         prepare_tensorrt_for(plugins)
         trt = import_tensorrt()
         self._trt = trt
-        self._cuda = CudaRuntime(0)
-        self._runtime = trt.Runtime(make_logger(trt))
-        self._engine = self._runtime.deserialize_cuda_engine(plan)
-        if self._engine is None:
-            raise IRNError("TensorRT could not deserialize the plugin test engine")
-        self._context = self._engine.create_execution_context()
-        self._stream = self._cuda.create_stream()
         self._buffers: dict[str, int] = {}
-        self._names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        self._context = self._engine = self._runtime = self._stream = None
+        self._cuda: CudaRuntime | None = CudaRuntime(0)
+        try:
+            self._runtime = trt.Runtime(make_logger(trt))
+            self._engine = self._runtime.deserialize_cuda_engine(plan)
+            if self._engine is None:
+                raise IRNError("TensorRT could not deserialize the plugin test engine")
+            # createExecutionContext returns nullptr (None) when it cannot allocate.
+            self._context = self._engine.create_execution_context()
+            if self._context is None:
+                raise IRNError(
+                    "TensorRT could not create an execution context for the plugin test engine "
+                    "(out of GPU memory?)"
+                )
+            self._stream = self._cuda.create_stream()
+            n = self._engine.num_io_tensors
+            self._names = [self._engine.get_tensor_name(i) for i in range(n)]
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> EngineRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _is_input(self, name: str) -> bool:
         return self._engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT
@@ -69,7 +91,8 @@ class EngineRunner:
                 arr = outputs[name] = np.empty(shape, dtype)
             if name not in self._buffers:
                 self._buffers[name] = self._cuda.malloc(arr.nbytes)
-                self._context.set_tensor_address(name, self._buffers[name])
+                if not self._context.set_tensor_address(name, self._buffers[name]):
+                    raise IRNError(f"TensorRT rejected the buffer address of tensor {name}")
             if self._is_input(name):
                 self._cuda.copy_to_device(self._buffers[name], arr, self._stream)
         return outputs
@@ -101,8 +124,11 @@ class EngineRunner:
         return float(np.median(times))
 
     def close(self) -> None:
-        for ptr in self._buffers.values():
-            self._cuda.free(ptr)
+        """Release the context, engine and runtime (reverse order), then all CUDA memory
+        and the CUDA context; idempotent."""
+        self._context = self._engine = self._runtime = None
+        cuda, self._cuda = self._cuda, None
         self._buffers.clear()
-        self._cuda.destroy_stream(self._stream)
-        self._cuda.close()
+        self._stream = None
+        if cuda is not None:
+            cuda.close()  # frees the buffers and the stream it handed out

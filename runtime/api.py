@@ -8,11 +8,15 @@ Plain arrays work too: HxWx3 uint8 RGB (HxWx4 keeps an alpha plane, resized
 with a classic bicubic filter since IRN only models RGB; HxW grey comes back
 grey), with ``original_size`` passed by hand. The backend is picked once
 (``auto``: the fastest that can run here, falling back with a reason if it
-fails to load) and sessions/engines load lazily on first use. Torch-free.
+fails to load) and sessions/engines load lazily on first use. ``close()`` (or
+``with Rescaler.load(...) as r:``) releases them. GPU engines are shaped, built and
+found with :class:`~irn_trt.runtime.options.EngineOptions`, the same object
+``irn-build`` uses, so engines it built are the ones found here. Torch-free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -28,14 +32,16 @@ from .image_io import ImageData, resize_alpha
 from .manifest import GraphInfo, ModelManifest, file_sha256, load_manifest
 from .memory import budget_tile, default_max_memory, tiles_by_budget
 from .model_store import DEFAULT_MODEL, find_model_dir, find_model_for_scale
+from .options import EngineOptions
 from .pngmeta import KEY_PREFIX, LRMetadata
 from .scales import format_scale, parse_scale, resize_exact
 from .scales import lr_size as scaled_lr_size
 from .tiling import TileConfig, TileSize, pad_to_multiple, plan_tiles, run_tiled
-from .trt_plan import DEFAULT_MAX_BATCH
+from .trt_plan import format_wxh, parse_wxh
 
 __all__ = [
     "PRECISIONS",
+    "EngineOptions",
     "Selection",
     "Rescaler",
     "default_tile_lr",
@@ -159,10 +165,10 @@ class Rescaler:
         selection: Selection,
         fallbacks: list[Candidate],
         requested_precision: str,
-        tile_lr: int | None,
+        tile_lr: TileSize | None,
         overlap_lr: int,
         threads: int | None,
-        batch: int | None,
+        engine: EngineOptions,
         log: Log,
         output_scale: float | None = None,
         whole: bool = False,
@@ -173,12 +179,13 @@ class Rescaler:
         self.selection = selection
         self._fallbacks = list(fallbacks)
         self._requested_precision = requested_precision
-        self.tile_lr = tile_lr  # explicit --tile (LR px); None: the backend's policy
+        # Explicit --tile in LR px (an int: square; (h, w) otherwise); None: backend policy.
+        self.tile_lr = tile_lr
         self.whole = whole  # --no-tile
         self.max_memory = max_memory or default_max_memory()  # bytes, CPU tile policy
         self.overlap_lr = overlap_lr
         self.threads = threads
-        self._batch = batch
+        self.engine = engine  # GPU engine shape, build options, cache, device, plugins
         self._log = log
         #: HR size / LR size of ``downscale`` (the model's scale unless a smaller one was asked).
         self.output_scale = float(manifest.scale) if output_scale is None else output_scale
@@ -194,7 +201,7 @@ class Rescaler:
         model_dir: str | os.PathLike[str] | None = None,
         backend: str = "auto",
         precision: str = "auto",
-        tile: int | None = None,
+        tile: int | str | None = None,
         overlap: int | str | None = None,
         no_tile: bool = False,
         threads: int | None = None,
@@ -203,6 +210,7 @@ class Rescaler:
         model: str | None = None,
         scale: float | None = None,
         max_memory: int | None = None,
+        options: EngineOptions | None = None,
     ) -> Rescaler:
         """Open a model directory (cheap: nothing is compiled until the first image).
 
@@ -217,10 +225,25 @@ class Rescaler:
         backends (engine profile shapes) use :func:`default_tile_lr`, CPU backends
         whole images or the largest tiles whose modelled peak RSS fits ``max_memory``
         bytes (default :func:`irn_trt.runtime.memory.default_max_memory`);
-        ``no_tile`` runs whole images. Every problem with these
+        ``no_tile`` runs whole images. ``tile`` is one number (a square) or ``"WxH"``.
+        ``options`` carries what GPU engines depend on (tile, batch, cache folder, device,
+        builder settings, plugin graphs), as ``irn-build`` takes them; ``tile`` and
+        ``batch`` are shorthands for its fields. Every problem with these
         arguments, the model directory or the precision is an ``IRNError`` here,
         before any image is touched.
         """
+        engine = options or EngineOptions()
+        if tile is not None:
+            if engine.tile_hw is not None:
+                raise IRNError("the tile is given twice (tile= and options.tile_hw)")
+            w, h = (tile, tile) if isinstance(tile, int) else parse_wxh(str(tile), "--tile")
+            engine = engine.with_tile((h, w))
+        if batch is not None:
+            if engine.batch is not None and engine.batch != batch:
+                raise IRNError("the batch is given twice (batch= and options.batch)")
+            if batch < 1:
+                raise IRNError(f"--batch must be at least 1, got {batch}")
+            engine = replace(engine, batch=batch)
         out_scale = None if scale is None else parse_scale(scale)
         if model_dir is not None:
             model_dir = Path(model_dir)
@@ -243,25 +266,36 @@ class Rescaler:
             overlap = manifest.halo * s
         if max_memory is not None and max_memory <= 0:
             raise IRNError(f"--max-memory must be positive, got {max_memory} bytes")
-        if tile is not None and (tile <= 0 or tile % s):
-            raise IRNError(f"--tile {tile} must be a positive multiple of the scale {s} (HR px)")
+        tile_hw = engine.tile_hw
+        if tile_hw is not None and (min(tile_hw) <= 0 or tile_hw[0] % s or tile_hw[1] % s):
+            raise IRNError(
+                f"--tile {engine.tile_text} must be a positive multiple of the scale {s} (HR px)"
+            )
         if overlap is not None and (overlap < 0 or overlap % s):
             raise IRNError(
                 f"--overlap {overlap} must be a non-negative multiple of the scale {s} (HR px)"
             )
-        if tile is not None and no_tile:
+        if tile_hw is not None and no_tile:
             raise IRNError("--tile and --no-tile contradict each other")
-        for label, value in (("--threads", threads), ("--batch", batch)):
-            if value is not None and value < 1:
-                raise IRNError(f"{label} must be at least 1, got {value}")
+        if threads is not None and threads < 1:
+            raise IRNError(f"--threads must be at least 1, got {threads}")
         overlap_lr = manifest.overlap_halo if overlap is None else overlap // s
-        tile_lr = None if tile is None else tile // s
-        if tile_lr is not None and tile_lr <= 2 * overlap_lr:
-            raise IRNError(
-                f"--tile {tile_lr * s} must be larger than twice the overlap "
-                f"({overlap_lr * s} HR px{'' if overlap is not None else ', the model halo'})"
-            )
-        selection, fallbacks = select_backend(backend, precision, manifest)
+        tile_lr: TileSize | None = None
+        if tile_hw is not None:
+            th, tw = tile_hw[0] // s, tile_hw[1] // s
+            tile_lr = th if th == tw else (th, tw)
+            if min(th, tw) <= 2 * overlap_lr:
+                raise IRNError(
+                    f"--tile {engine.tile_text} must be larger than twice the overlap "
+                    f"({overlap_lr * s} HR px{'' if overlap is not None else ', the model halo'})"
+                )
+        order = AUTO_ORDER
+        if engine.plugins:
+            # Plugin graphs use irn::* TensorRT plugins: only the trt backend runs them.
+            if backend not in ("auto", "trt"):
+                raise IRNError(f"--plugins graphs run on the trt backend only, not {backend}")
+            order = ("trt",)
+        selection, fallbacks = select_backend(backend, precision, manifest, order)
         rescaler = cls(
             model_dir,
             manifest,
@@ -271,7 +305,7 @@ class Rescaler:
             tile_lr,
             overlap_lr,
             threads,
-            batch,
+            engine,
             log or _silent,
             float(s) if out_scale is None else out_scale,
             whole=no_tile,
@@ -289,20 +323,28 @@ class Rescaler:
 
     def _options(self, cls: type[Backend]) -> BackendOptions:
         _, inference = _graph_precision(self.selection.precision)
-        batch = self._batch or (DEFAULT_MAX_BATCH if cls.benefits_from_batch else 1)
         tile_hw = None
         fixed = self._fixed_tile_lr(cls)
         if fixed is not None:
-            tile_hw = (fixed * self.scale, fixed * self.scale)
+            th, tw = _lr_hw(fixed)
+            tile_hw = (th * self.scale, tw * self.scale)
+        e = self.engine
         return BackendOptions(
             threads=self.threads,
-            max_batch=batch,
+            max_batch=e.batch_for(cls.benefits_from_batch),
             tile_hw=tile_hw,
+            # The engine cache is for GPU engines; ov-cpu keeps its own compiled-model cache.
+            cache_dir=e.cache_dir if get_spec(cls.name).gpu else None,
+            verbose=e.verbose,
             inference_precision=inference,
+            device=e.device,
+            workspace_bytes=e.workspace_bytes,
+            opt_level=e.opt_level,
         )
 
     def _graph(self, direction: str) -> GraphInfo:
-        return self.manifest.graph(direction, _graph_precision(self.selection.precision)[0])
+        precision = _graph_precision(self.selection.precision)[0]
+        return self.engine.graph(self.manifest, direction, precision)
 
     def _verify_graph(self, graph: GraphInfo) -> None:
         """The graph file must be the one the manifest names (hash), else re-export."""
@@ -330,8 +372,10 @@ class Rescaler:
             self._verify_graph(self._graph(direction))
             be = cls(self.model_dir, self.manifest, self._graph(direction), self._options(cls))
             try:
-                be.load()
+                be.load()  # a failed load frees what it had allocated (Backend.load)
             except Exception as exc:  # any load failure: fall back (auto) or report in one line
+                with contextlib.suppress(Exception):  # its own error is the one to report
+                    be.close()
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 if not self._fallbacks:
                     raise IRNError(
@@ -349,14 +393,40 @@ class Rescaler:
                     f"fallback after {self.selection.backend} failed",
                     (*self.selection.skipped, f"{self.selection.backend}: {msg}"),
                 )
-                self._backends.clear()
+                # The other direction's, loaded on the failed backend: release, then move on.
+                self._close_backends(raise_errors=False)
                 continue
             self._backends[direction] = be
             return be
 
+    def _close_backends(self, raise_errors: bool = True) -> None:
+        backends = list(self._backends.values())
+        self._backends.clear()
+        errors = []
+        for be in backends:
+            try:
+                be.close()
+            except Exception as exc:  # noqa: BLE001 - close the others, report the first
+                errors.append(exc)
+        if errors and raise_errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Release every loaded backend (sessions, engines, GPU buffers); idempotent.
+
+        The rescaler stays usable: the next image loads its backends again.
+        """
+        self._close_backends()
+
+    def __enter__(self) -> Rescaler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- running -----------------------------------------------------------------------
-    def _fixed_tile_lr(self, cls: type[Backend]) -> int | None:
-        """The square tile (LR px) of ``--tile``, or the default of a GPU (engine-shape) backend."""
+    def _fixed_tile_lr(self, cls: type[Backend]) -> TileSize | None:
+        """The tile (LR px) of ``--tile``, or the square default of a GPU (engine-shape) backend."""
         if self.whole:
             return None
         if self.tile_lr is None and not tiles_by_budget(cls.name):
@@ -372,7 +442,7 @@ class Rescaler:
         )
 
     def _tile_config(self, cls: type[Backend], direction: str, lr_h: int, lr_w: int) -> TileConfig:
-        batch = self._batch or (DEFAULT_MAX_BATCH if cls.benefits_from_batch else 1)
+        batch = self.engine.batch_for(cls.benefits_from_batch)
         tile = self._tile(cls, direction, lr_h, lr_w)
         return TileConfig(tile, self.overlap_lr, batch=batch, pad_to_tile=cls.fixed_shape)
 
@@ -519,6 +589,19 @@ class Rescaler:
         text = _text_with(img.text, None)
         out = ImageData(np.ascontiguousarray(hr), alpha, kind, img.icc_profile, text, notes)
         return out if isinstance(image, ImageData) else out.to_array()
+
+
+def _lr_hw(tile: TileSize) -> tuple[int, int]:
+    return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+
+
+def tile_summary(rescaler: Rescaler) -> int | str | None:
+    """The explicit tile in HR px as reported: one number (square) or ``"WxH"``."""
+    if rescaler.tile_lr is None:
+        return None
+    th, tw = _lr_hw(rescaler.tile_lr)
+    text = format_wxh((th * rescaler.scale, tw * rescaler.scale))
+    return int(text) if text.isdigit() else text
 
 
 _ALPHA_NOTE = "alpha channel resized with a bicubic filter (IRN rescales RGB only)"

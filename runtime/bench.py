@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import write_text_atomic
 from .errors import IRNError, cli_entry
+from .options import add_engine_arguments, engine_options_from_args
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BenchConfig",
     "PRESETS",
+    "parse_tiles",
     "parse_configs",
     "skip_reason",
     "synthetic_image",
@@ -77,17 +79,37 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One measurement: backend (or ``torch-eager``), precision, HR tile (None: whole image)."""
+    """One measurement: backend (or ``torch-eager``), precision, HR tile (None: whole image).
+
+    ``tile`` is one number (a square) or ``"WxH"``, as ``--tile`` everywhere.
+    """
 
     backend: str
     precision: str
-    tile: int | None
+    tile: int | str | None
 
     def label(self) -> str:
         return f"{self.backend}:{self.precision}:" + (str(self.tile) if self.tile else "whole")
 
 
-def parse_configs(text: str, tiles: Sequence[int | None]) -> list[BenchConfig]:
+def parse_tiles(text: str) -> list[int | str | None]:
+    """``--tiles``: ``"0,1024,768x512"`` -> [None, 1024, "768x512"] (0: whole image)."""
+    from .trt_plan import format_wxh, parse_wxh
+
+    out: list[int | str | None] = []
+    for part in text.split(","):
+        w, h = parse_wxh(part, "--tiles entry")
+        if w == h == 0:
+            out.append(None)
+        elif min(w, h) <= 0:
+            raise IRNError(f"--tiles entry {part.strip()!r} must be positive (0: whole image)")
+        else:
+            label = format_wxh((h, w))
+            out.append(int(label) if label.isdigit() else label)
+    return out
+
+
+def parse_configs(text: str, tiles: Sequence[int | str | None]) -> list[BenchConfig]:
     """``"ov-cpu:fp32,ov-cpu:bf16,ort-cpu"`` x tiles -> configs (precision default ``auto``)."""
     from .api import PRECISIONS
     from .backends import get_spec
@@ -197,9 +219,10 @@ def _backend_peak(rescaler: Rescaler, height: int, width: int, repeat: int) -> f
             (TensorInfo("x", "float32", shape, "NCHW"),),
             (TensorInfo("y", "float32", shape, "NCHW"),),
         )
-        peak = type(be)(tmp, rescaler.manifest, graph, be.options)
         x = {"x": np.random.default_rng(0).random(shape, dtype=np.float32)}
-        return measure_peak(lambda: peak.run(x), conv_macs(PEAK_CHANNELS, height, width), repeat)
+        with type(be)(tmp, rescaler.manifest, graph, be.options) as peak:
+            macs = conv_macs(PEAK_CHANNELS, height, width)
+            return measure_peak(lambda: peak.run(x), macs, repeat)
 
 
 def _quality_runtime(rescaler: Rescaler, folder: str) -> float:
@@ -220,6 +243,7 @@ def _quality_runtime(rescaler: Rescaler, folder: str) -> float:
 
 def _child_runtime(args: dict) -> dict:
     from .api import Rescaler
+    from .options import EngineOptions
 
     cfg = BenchConfig(args["backend"], args["precision"], args["tile"])
     r = Rescaler.load(
@@ -229,7 +253,13 @@ def _child_runtime(args: dict) -> dict:
         tile=cfg.tile,
         no_tile=cfg.tile is None,
         threads=args["threads"],
+        options=EngineOptions.from_dict(args.get("engine") or {}),
     )
+    with r:  # engines and sessions released before the child reports
+        return _measure(r, args)
+
+
+def _measure(r: Rescaler, args: dict) -> dict:
     hr = bench_image(args["image"], args["height"], args["width"])
     res: dict = {"precision": r.selection.precision}
     mp = hr.shape[0] * hr.shape[1] / 1e6
@@ -306,10 +336,13 @@ def _ratios(results: list[dict]) -> dict[str, float]:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
+    """``--size WxH`` (one number: square), the order of every size flag."""
+    from .trt_plan import parse_wxh
+
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise IRNError(f"--size must look like 960x544, got {text!r}") from None
+        w, h = parse_wxh(text, "--size")
+    except IRNError:
+        raise IRNError(f"--size must look like 960x544 (WxH), got {text!r}") from None
     if w < 1 or h < 1:
         raise IRNError(f"--size must be positive, got {text!r}")
     return w, h
@@ -343,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tiles",
         default="0",
-        help="comma-separated HR tile sizes; 0 = whole image (default: %(default)s)",
+        help="comma-separated HR tiles, each one number (square) or WxH; 0 = whole image "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--torch-checkpoint", type=Path, help="also time PyTorch eager on this checkpoint"
@@ -364,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
     p.add_argument("--json", help="write the results here ('-' = stdout, the default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_arguments(p, tile=False)  # the tile comes per configuration (--tiles)
     return p
 
 
@@ -378,10 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat = preset.repeat if args.repeat is None else args.repeat
     if repeat < 1:
         raise IRNError(f"--repeat must be at least 1, got {repeat}")
-    try:
-        tiles = [int(t) or None for t in args.tiles.split(",")]
-    except ValueError:
-        raise IRNError(f"--tiles must be integers, got {args.tiles!r}") from None
+    tiles = parse_tiles(args.tiles)
+    engine = engine_options_from_args(args, prog=PROG)
     from .manifest import load_manifest
     from .model_store import find_model_dir
 
@@ -402,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads,
         "quality": args.quality,
         "peak_hw": list(preset.peak_hw),
+        "engine": engine.to_dict(),
     }
     from tqdm import tqdm
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .api import PRECISIONS, Rescaler
+from .api import PRECISIONS, Rescaler, tile_summary
 from .atomic import write_text_atomic
 from .backends import backend_names
 from .batch import BatchPlan, PlannedJob, Source, plan_batch
@@ -41,6 +41,7 @@ from .image_io import (
 from .memory import parse_memory
 from .metrics import SSIM_MIN_SIDE, y_quality
 from .model_store import DEFAULT_MODEL, MODELS_ENV
+from .options import add_engine_arguments, engine_options_from_args
 from .pngmeta import KEY_PREFIX, LRMetadata
 from .scales import format_scale
 
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-trt-run out/photo_lr.png -o out/          # -> out/photo_hr.png (original size)\n"
         "  irn-trt-run 'shots/*.png' --mode roundtrip --backend ort-cpu --json -\n"
         "  irn-trt-run big.jpg --model irn_x2 --tile 1024 --overlap 64 --precision fp32\n"
+        "  irn-trt-run photo.jpg --backend trt --tile 768x512 --batch 2 --cache-dir /data/engines"
+        "\n                                               # engines of irn-build, same flags\n"
         "  irn-trt-run photo.jpg --scale 2.5 -o out/     # irn_x3 (else irn_x4) + bicubic\n"
         "\n"
         "output names: <stem>_lr.png, <stem>_hr.png (a trailing _lr dropped), "
@@ -130,7 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="arithmetic precision (default: the backend's best validated one)",
     )
-    p.add_argument("--tile", type=int, help="tile edge in HR pixels (multiple of the scale)")
     p.add_argument(
         "--overlap",
         help="tile overlap in HR pixels, or 'exact' for the full receptive field (default: the "
@@ -146,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
         "of the RAM, at most 3G); images that fit run whole",
     )
     p.add_argument("--threads", type=int, help="CPU threads for CPU backends")
-    p.add_argument("--batch", type=int, help="tiles per backend call (default: backend's choice)")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument(
         "--overwrite", action="store_true", help="replace output files that already exist"
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="PATH", help="write a JSON summary to PATH ('-' = stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+    add_engine_arguments(p)
     return p
 
 
@@ -400,7 +402,7 @@ def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float)
         "model": rescaler.manifest.model if rescaler else None,
         "model_dir": str(rescaler.model_dir) if rescaler else None,
         "scale": rescaler.output_scale if rescaler else None,
-        "tile": rescaler.tile_lr * rescaler.scale if rescaler and rescaler.tile_lr else None,
+        "tile": tile_summary(rescaler) if rescaler else None,
         "overlap": rescaler.overlap_lr * rescaler.scale if rescaler else None,
         "files": len(items),
         "failed": sum(1 for i in items if i.error),
@@ -418,7 +420,6 @@ def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float)
 @cli_entry(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    json_to_stdout = args.json == "-"
     progress = not args.quiet and sys.stderr.isatty()
 
     def info(msg: str) -> None:
@@ -438,14 +439,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale=args.scale,
         backend=args.backend,
         precision=args.precision,
-        tile=args.tile,
         overlap=_overlap_arg(args.overlap),
         max_memory=parse_memory(args.max_memory) if args.max_memory is not None else None,
         no_tile=args.no_tile,
         threads=args.threads,
-        batch=args.batch,
         log=info,
+        options=engine_options_from_args(args, prog=PROG),
     )
+    try:
+        return _run_batch(args, rescaler, json_path, info, warn, error, progress)
+    finally:  # sessions, engines and GPU buffers are released on every way out
+        try:
+            rescaler.close()
+        except Exception as exc:  # noqa: BLE001 - the results stand; say what went wrong
+            warn(f"releasing the backend failed: {exc}")
+
+
+def _run_batch(
+    args: argparse.Namespace,
+    rescaler: Rescaler,
+    json_path: Path | None,
+    info: Callable[[str], None],
+    warn: Callable[[str], None],
+    error: Callable[[str], None],
+    progress: bool,
+) -> int:
+    json_to_stdout = args.json == "-"
     plan, items = _plan(args, rescaler.output_scale, json_path)
     if plan.conflicts:
         for line in plan.conflicts:

@@ -10,6 +10,7 @@ functions, so this module imports anywhere. Without a usable GPU,
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +108,13 @@ def cuda_unavailable_reason(device: int = 0) -> str | None:
 
 
 class CudaRuntime:
-    """Device memory, one stream and async copies on one device (cuda-python or pycuda)."""
+    """Device memory, pinned host memory, streams and async copies on one device.
+
+    cuda-python, or pycuda when cuda-python is missing. :meth:`close` (idempotent; also
+    the end of a ``with`` block) frees whatever is still allocated through this object
+    and releases pycuda's context; cuda-python uses the device's primary context, which
+    the CUDA runtime keeps for the process (other libraries share it: never reset it).
+    """
 
     def __init__(self, device: int = 0) -> None:
         reason = cuda_unavailable_reason(device)
@@ -118,16 +125,31 @@ class CudaRuntime:
         self._drv = None if self._cudart is not None else _import_pycuda()
         self._ctx = None
         self._pycuda_allocs: dict[int, Any] = {}
+        self._device_ptrs: set[int] = set()
+        self._host: dict[int, Any] = {}  # pinned buffer address -> cudart pointer / pycuda array
+        self._streams: list[Any] = []
         if self._cudart is not None:
             _check(self._cudart, self._cudart.cudaSetDevice(device), "cudaSetDevice")
         else:
             # TensorRT uses the runtime API, i.e. the device's primary context: share it.
-            self._ctx = self._drv.Device(device).retain_primary_context()
-            self._ctx.push()
+            ctx = self._drv.Device(device).retain_primary_context()
+            ctx.push()
+            self._ctx = ctx
+
+    def __enter__(self) -> CudaRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def api(self) -> str:
         return "cuda-python" if self._cudart is not None else "pycuda"
+
+    @property
+    def allocations(self) -> int:
+        """Device buffers, pinned host buffers and streams still held (0 after :meth:`close`)."""
+        return len(self._device_ptrs) + len(self._host) + len(self._streams)
 
     def info(self) -> GpuInfo:
         if self._cudart is not None:
@@ -147,27 +169,61 @@ class CudaRuntime:
     def malloc(self, nbytes: int) -> int:
         nbytes = max(int(nbytes), 1)
         if self._cudart is not None:
-            return int(_check(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc"))
-        alloc = self._drv.mem_alloc(nbytes)
-        self._pycuda_allocs[int(alloc)] = alloc
-        return int(alloc)
+            ptr = int(_check(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc"))
+        else:
+            alloc = self._drv.mem_alloc(nbytes)
+            ptr = int(alloc)
+            self._pycuda_allocs[ptr] = alloc
+        self._device_ptrs.add(ptr)
+        return ptr
 
     def free(self, ptr: int) -> None:
+        self._device_ptrs.discard(ptr)
         if self._cudart is not None:
             _check(self._cudart, self._cudart.cudaFree(ptr), "cudaFree")
         else:
             self._pycuda_allocs.pop(ptr).free()
 
+    def malloc_host(self, nbytes: int) -> np.ndarray:
+        """A pinned (page-locked) host buffer of ``nbytes`` as a uint8 array.
+
+        Copies from pageable memory are staged by the driver and do not overlap; pinned
+        buffers make ``cudaMemcpyAsync`` truly asynchronous. Freed by :meth:`free_host`.
+        """
+        nbytes = max(int(nbytes), 1)
+        if self._cudart is not None:
+            ptr = int(_check(self._cudart, self._cudart.cudaMallocHost(nbytes), "cudaMallocHost"))
+            buf = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint8)), (nbytes,))
+            self._host[buf.ctypes.data] = ptr
+        else:
+            buf = self._drv.pagelocked_empty((nbytes,), np.uint8)
+            self._host[buf.ctypes.data] = buf
+        return buf
+
+    def free_host(self, buf: np.ndarray | int) -> None:
+        """Free a buffer of :meth:`malloc_host` (the array or its address; unknown: no-op)."""
+        held = self._host.pop(buf if isinstance(buf, int) else buf.ctypes.data, None)
+        if held is None:
+            return
+        if self._cudart is not None:
+            _check(self._cudart, self._cudart.cudaFreeHost(held), "cudaFreeHost")
+        else:
+            held.base.free()  # the PagelockedHostAllocation behind the array
+
     def create_stream(self) -> Any:
         if self._cudart is not None:
-            return _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
-        return self._drv.Stream()
+            stream = _check(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+        else:
+            stream = self._drv.Stream()
+        self._streams.append(stream)
+        return stream
 
     def stream_handle(self, stream: Any) -> int:
         """The raw ``cudaStream_t`` as an int (what ``execute_async_v3`` takes)."""
         return int(stream) if self._cudart is not None else int(stream.handle)
 
     def destroy_stream(self, stream: Any) -> None:
+        self._streams = [s for s in self._streams if s is not stream]
         if self._cudart is not None:
             _check(self._cudart, self._cudart.cudaStreamDestroy(stream), "cudaStreamDestroy")
 
@@ -199,9 +255,36 @@ class CudaRuntime:
             self._drv.memcpy_dtoh_async(host, src, stream)
 
     def close(self) -> None:
+        """Free what is still held, then release pycuda's context (idempotent).
+
+        Every release is tried even if one fails; the first failure is raised at the end.
+        """
+        errors: list[Exception] = []
+
+        def attempt(fn: Any, *args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001 - keep releasing, report the first
+                errors.append(exc)
+
+        for stream in list(self._streams):
+            attempt(self.destroy_stream, stream)
+        self._streams.clear()
+        for ptr in list(self._device_ptrs):
+            attempt(self.free, ptr)
+        self._device_ptrs.clear()
+        self._pycuda_allocs.clear()
+        for addr in list(self._host):
+            attempt(self.free_host, addr)
+        self._host.clear()
         if self._ctx is not None:
-            self._ctx.pop()
-            self._ctx = None
+            ctx, self._ctx = self._ctx, None
+            # pop() takes it off this thread's stack; detach() drops our retain of the
+            # primary context (without it the context outlives us until process exit).
+            attempt(ctx.pop)
+            attempt(ctx.detach)
+        if errors:
+            raise errors[0]
 
 
 def load_cuda_runtime(device: int = 0) -> CudaRuntime:

@@ -7,6 +7,8 @@ Layout under the cache root::
         engine.plan                      the serialized engine
         entry.json                       the full key + the plan's SHA-256 and size
     timing/<trt>-<gpu>-sm<cc>.cache      TensorRT timing caches (speed up later builds)
+    ort-trt/                             the ort-trt backend's cache (ONNX Runtime's files),
+                                         with its own marker
 
 The entry's directory name is a digest of the whole :class:`EngineKey` (graph SHA-256,
 TensorRT version, GPU name, compute capability, precision, profile, builder options),
@@ -52,6 +54,8 @@ CACHE_FORMAT = "irn-trt-engine-cache/1"
 MARKER_FILE = "irn-trt-engine-cache.json"
 PLAN_FILE = "engine.plan"
 ENTRY_FILE = "entry.json"
+#: Sub-caches irn-trt keeps below a cache root (each with its own marker).
+SUBCACHES = ("ort-trt",)
 
 Warn = Callable[[str], None]
 
@@ -146,16 +150,34 @@ class EngineCache:
 
     # -- trust -------------------------------------------------------------------------
     def ensure_root(self) -> None:
-        """Create the root (mode 0700) and our marker, unless it already exists."""
+        """Create the root (mode 0700) and our marker, unless it already exists.
+
+        A root we would have created ourselves gets the marker too: an empty one, or one
+        holding only irn-trt's own marked sub-caches (``ort-trt/``, which older versions
+        created without marking the root above it, so every lookup warned).
+        """
         if self.root.exists() and not self.root.is_dir():
             raise IRNError(f"engine cache {self.root} exists and is not a directory")
-        fresh = not self.root.exists() or not any(self.root.iterdir())
         if not self.root.exists():
             self.root.mkdir(parents=True, mode=0o700)
-        if fresh and not (self.root / MARKER_FILE).exists():
-            marker = {"format": CACHE_FORMAT, "writer": "irn-trt", "uid": _uid()}
-            write_text_atomic(self.root / MARKER_FILE, json.dumps(marker, indent=2) + "\n")
-            _private(self.root / MARKER_FILE)
+        if (self.root / MARKER_FILE).exists() or not self._holds_only_our_subcaches():
+            return
+        marker = {"format": CACHE_FORMAT, "writer": "irn-trt", "uid": _uid()}
+        write_text_atomic(self.root / MARKER_FILE, json.dumps(marker, indent=2) + "\n")
+        _private(self.root / MARKER_FILE)
+
+    def _holds_only_our_subcaches(self) -> bool:
+        children = list(self.root.iterdir())
+        if not children:
+            return True  # empty: as good as created now
+        if _ownership_problems(self.root):
+            return False
+        for child in children:
+            if child.name not in SUBCACHES or not child.is_dir() or child.is_symlink():
+                return False
+            if EngineCache(child, warn=self.warn).trust_problems():
+                return False
+        return True
 
     def trust_problems(self, key: EngineKey | None = None) -> list[str]:
         """Reasons not to trust plans under this root (empty list: it is ours and private)."""

@@ -11,10 +11,12 @@ functions only; everything decided before the import is in ``trt_plan.py``.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .atomic import write_bytes_atomic
 from .errors import IRNError
@@ -24,6 +26,7 @@ __all__ = [
     "BuildSpec",
     "import_tensorrt",
     "tensorrt_unavailable_reason",
+    "TrtLogSink",
     "make_logger",
     "build_engine",
 ]
@@ -66,8 +69,61 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
+class TrtLogSink:
+    """Where TensorRT's messages go: stderr, filtered by severity (pure Python, no tensorrt).
+
+    TensorRT's own ``trt.Logger`` prints to stdout, which breaks ``--json -``; this sink
+    keeps stdout for results. Severities are TensorRT's ``ILogger.Severity`` values
+    (0 INTERNAL_ERROR ... 4 VERBOSE: a smaller value is more severe).
+    """
+
+    LABELS = ("internal error", "error", "warning", "info", "verbose")
+    WARNING = 2
+    VERBOSE = 4
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.min_severity = self.WARNING
+        self._stream = stream  # None: sys.stderr at the time of the message (pytest swaps it)
+
+    def set_verbose(self, verbose: bool) -> None:
+        self.min_severity = self.VERBOSE if verbose else self.WARNING
+
+    def emit(self, severity: Any, msg: str) -> None:
+        level = int(severity)
+        if level > self.min_severity:
+            return
+        label = self.LABELS[level] if 0 <= level < len(self.LABELS) else f"severity {level}"
+        stream = self._stream or sys.stderr
+        print(f"[TensorRT] {label}: {msg}", file=stream, flush=True)
+
+
+_logger: Any = None
+_logger_lock = threading.Lock()
+
+
 def make_logger(trt: Any, verbose: bool = False) -> Any:
-    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    """The one TensorRT logger of this process (a ``trt.ILogger`` writing to stderr).
+
+    TensorRT treats its logger as a process-wide singleton (builders and runtimes must
+    share one; another draws a "logger differs" warning) and calls it until every object
+    made with it is gone, so it is created once and never released. ``verbose`` sets its
+    threshold for what follows (VERBOSE or WARNING): the latest caller decides.
+    """
+    global _logger
+    with _logger_lock:
+        if _logger is None:
+
+            class StderrLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+                def __init__(self) -> None:
+                    trt.ILogger.__init__(self)  # pybind11 needs the explicit base init
+                    self.sink = TrtLogSink()
+
+                def log(self, severity: Any, msg: str) -> None:
+                    self.sink.emit(severity, msg)
+
+            _logger = StderrLogger()
+        _logger.sink.set_verbose(verbose)
+        return _logger
 
 
 def _network_flags(trt: Any) -> int:
@@ -80,18 +136,33 @@ def _network_flags(trt: Any) -> int:
 
 
 def _load_timing_cache(config: Any, path: Path | None, warn: Warn) -> Any:
+    """Attach the timing cache at ``path`` (or a new one) to ``config``; None if none works.
+
+    ``createTimingCache`` is ``noexcept`` and returns nullptr (None in Python) on a blob it
+    cannot read; the bindings may also raise. Both mean a corrupt file: start a new cache.
+    """
     blob = b""
     if path is not None and path.is_file():
         blob = path.read_bytes()
     try:
         cache = config.create_timing_cache(blob)
+        problem = None if cache is not None else "TensorRT could not read it"
     except Exception as exc:  # noqa: BLE001 - a bad timing cache only costs build time
-        warn(f"timing cache {path} is unusable ({exc}); starting a new one")
-        cache = config.create_timing_cache(b"")
+        cache, problem = None, str(exc)
+    if cache is None and blob:
+        warn(f"timing cache {path} is unusable ({problem}); starting a new one")
     # ignore_mismatch=False: a cache from another device/version is rejected, not mixed in.
-    if not config.set_timing_cache(cache, False):
+    if cache is not None and not config.set_timing_cache(cache, False):
         warn(f"timing cache {path} does not match this GPU/TensorRT; starting a new one")
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+        cache = None
+    if cache is None:
+        try:
+            cache = config.create_timing_cache(b"")
+        except Exception:  # noqa: BLE001
+            cache = None
+        if cache is None or not config.set_timing_cache(cache, False):
+            warn("TensorRT could not create a timing cache; building without one")
+            return None
     return cache
 
 
@@ -124,7 +195,7 @@ def build_engine(spec: BuildSpec, warn: Warn) -> bytes:
     for p in spec.profiles:
         profile.set_shape(p.name, p.min, p.opt, p.max)
     config.add_optimization_profile(profile)
-    _load_timing_cache(config, spec.timing_cache, warn)
+    timing = _load_timing_cache(config, spec.timing_cache, warn)
 
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -132,12 +203,21 @@ def build_engine(spec: BuildSpec, warn: Warn) -> bytes:
             f"TensorRT failed to build an engine from {spec.onnx_path.name} "
             "(see the TensorRT log above; try a smaller --tile or a larger --workspace-gb)"
         )
-    if spec.timing_cache is not None:
-        try:
-            write_bytes_atomic(spec.timing_cache, bytes(config.get_timing_cache().serialize()))
-        except OSError as exc:
-            warn(f"could not save the timing cache {spec.timing_cache}: {exc}")
+    if spec.timing_cache is not None and timing is not None:
+        _save_timing_cache(config, spec.timing_cache, warn)
     return bytes(plan)
+
+
+def _save_timing_cache(config: Any, path: Path, warn: Warn) -> None:
+    cache = config.get_timing_cache()
+    data = cache.serialize() if cache is not None else None
+    if data is None:
+        warn(f"TensorRT returned no timing cache to save to {path}")
+        return
+    try:
+        write_bytes_atomic(path, bytes(data))
+    except OSError as exc:
+        warn(f"could not save the timing cache {path}: {exc}")
 
 
 def _parser_error_text(error: Any) -> str:

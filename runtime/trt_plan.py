@@ -25,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 
 from .errors import IRNError
 from .manifest import GraphInfo, ModelManifest, TensorInfo
+from .options import DEFAULT_MAX_BATCH  # tiles per call of GPU backends (defined there)
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -36,7 +37,9 @@ __all__ = [
     "TensorSpec",
     "ProfileShapes",
     "Binding",
+    "parse_wxh",
     "parse_tile",
+    "format_wxh",
     "graph_tile_hw",
     "profile_for_graph",
     "profile_for_hr_tile",
@@ -51,9 +54,6 @@ __all__ = [
     "known_accuracy_issues",
 ]
 
-#: Tiles per call irn-trt-run gives backends that benefit from batching (runtime/api.py);
-#: irn-build's default, so that its engines are the ones irn-trt-run looks up.
-DEFAULT_MAX_BATCH = 4
 
 #: Oldest TensorRT whose API we use (name-based I/O, execute_async_v3, strong typing).
 MIN_TRT_VERSION = Version("10.0")
@@ -134,23 +134,38 @@ class Binding:
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
-def parse_tile(text: str, multiple: int = 1) -> tuple[int, int]:
-    """Parse ``"512x384"`` (H x W) or ``"512"`` (square), sizes multiples of ``multiple``."""
-    parts = text.lower().replace("*", "x").split("x")
+def parse_wxh(text: str, what: str = "size") -> tuple[int, int]:
+    """``"1024x512"`` -> (1024, 512), width first; ``"512"`` -> (512, 512). Syntax only.
+
+    Every size a user types (``--tile``, ``--size``) is WxH, as image sizes are usually
+    given; the caller checks the range (with the manifest's scale in its own words).
+    """
+    parts = text.strip().lower().replace("*", "x").split("x")
     try:
-        if len(parts) == 1:
-            hw = (int(parts[0]), int(parts[0]))
-        elif len(parts) == 2:
-            hw = (int(parts[0]), int(parts[1]))
-        else:
+        if len(parts) not in (1, 2):
             raise ValueError(text)
+        values = [int(v) for v in parts]
     except ValueError:
-        raise IRNError(f"tile {text!r}: expected HxW, e.g. 512x512") from None
-    if min(hw) <= 0:
+        raise IRNError(
+            f"{what} {text!r}: expected WxH (width x height, e.g. 1024x512) or one number"
+        ) from None
+    return (values[0], values[-1])
+
+
+def parse_tile(text: str, multiple: int = 1) -> tuple[int, int]:
+    """A tile ``"WxH"`` (one number: square) as (H, W); sizes positive multiples of ``multiple``."""
+    w, h = parse_wxh(text, "tile")
+    if min(w, h) <= 0:
         raise IRNError(f"tile {text!r}: sizes must be positive")
-    if hw[0] % multiple or hw[1] % multiple:
+    if w % multiple or h % multiple:
         raise IRNError(f"tile {text!r}: sizes must be multiples of the scale ({multiple})")
-    return hw
+    return (h, w)
+
+
+def format_wxh(hw: tuple[int, int]) -> str:
+    """(H, W) as the text a user types: ``"W"`` for a square, else ``"WxH"``."""
+    h, w = hw
+    return str(w) if w == h else f"{w}x{h}"
 
 
 def default_hr_tile(manifest: ModelManifest) -> tuple[int, int]:
@@ -321,13 +336,23 @@ def strongly_typed_flag_needed(version: str) -> bool:
     return parse_trt_version(version) < Version("11.0")
 
 
+#: TensorRT releases with open wrong-result reports that may touch IRN graphs, checked
+#: against NVIDIA/TensorRT's issues: 4813 (11.1 strongly typed FP32 engine wrong, 10.13
+#: right) and 4846 (11.1 and 11.2, dynamic If -> Transpose -> Resize) were both open
+#: with no fix announced, so every release from 11.1 on is flagged until one is.
+ACCURACY_ISSUES_FROM = Version("11.1")
+#: First release with the fixes (None: none known yet). Set it when NVIDIA ships them.
+ACCURACY_ISSUES_FIXED_IN: Version | None = None
+
+
 def known_accuracy_issues(version: str) -> list[str]:
     """Published accuracy regressions of this TensorRT version that may affect IRN graphs."""
     v = parse_trt_version(version)
+    fixed = ACCURACY_ISSUES_FIXED_IN
     issues = []
-    if Version("11.1") <= v < Version("11.3"):
+    if v >= ACCURACY_ISSUES_FROM and (fixed is None or v < fixed):
         issues.append(
-            f"TensorRT {version} has reported wrong-result regressions in strongly typed "
-            "engines (NVIDIA/TensorRT issues 4813, 4846): compare against ort-cpu once"
+            f"TensorRT {version} may give wrong results: open reports against 11.1 and later "
+            "(NVIDIA/TensorRT issues 4813, 4846); compare against ort-cpu once"
         )
     return issues

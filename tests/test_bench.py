@@ -13,7 +13,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import gpu_unavailable_reason, graph_conv_macs
-from irn_trt.runtime.bench import BenchConfig, parse_configs, skip_reason, synthetic_image
+from irn_trt.runtime.bench import (
+    BenchConfig,
+    parse_configs,
+    parse_tiles,
+    skip_reason,
+    synthetic_image,
+)
 from irn_trt.runtime.bench import main as bench_main
 from irn_trt.runtime.costs import conv_macs, conv_peak_onnx, model_macs
 from irn_trt.runtime.errors import IRNError
@@ -31,6 +37,15 @@ def test_parse_configs_and_synthetic_image() -> None:
     img = synthetic_image(20, 30)
     assert img.shape == (20, 30, 3) and img.dtype.name == "uint8" and img.std() > 10
     assert (img == synthetic_image(20, 30)).all()
+
+
+def test_tiles_are_numbers_or_wxh_like_every_size_flag() -> None:
+    assert parse_tiles("0,1024,768x512,512x512") == [None, 1024, "768x512", 512]
+    assert BenchConfig("trt", "fp16", "768x512").label() == "trt:fp16:768x512"
+    with pytest.raises(IRNError, match="expected WxH"):
+        parse_tiles("big")
+    with pytest.raises(IRNError, match="must be positive"):
+        parse_tiles("0x512")
 
 
 def test_parse_configs_rejects_what_no_machine_runs() -> None:

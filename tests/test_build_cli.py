@@ -33,15 +33,16 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert "example: irn-build build/irn_x4" in out and "--max-batch" in out
+    assert "example: irn-build build/irn_x4" in out and "--batch" in out and "WxH" in out
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--tile", "510x512"], "multiples of the scale (4)"),
-        (["--tile", "big"], "expected HxW"),
-        (["--max-batch", "0"], "--max-batch must be at least 1"),
+        (["--tile", "big"], "expected WxH"),
+        (["--batch", "0"], "--batch must be at least 1"),
+        (["--batch", "2", "--max-batch", "3"], "--batch 2 and --max-batch 3 disagree"),
         (["--workspace-gb", "0"], "--workspace-gb must be positive"),
         (["--precision", "fp16"], "has no down.fp16 graph (has: down.fp32, up.fp32)"),
         (["--plugins", "--precision", "fp32"], "no down.fp32 plugin graph (export it with"),

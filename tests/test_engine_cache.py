@@ -187,3 +187,35 @@ def test_timing_cache_path_and_default_dir(tmp_path: Path, monkeypatch: pytest.M
     assert path.name == "10.13.3.9-NVIDIA_GeForce_RTX_4090-sm8.9.cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "irn-trt" / "engines"
+
+
+def test_root_made_by_ort_trt_before_the_fix_gets_its_marker(tmp_path: Path) -> None:
+    """ort-trt used to create ``<root>/ort-trt`` (marked) but not mark ``<root>``: every trt
+    lookup then warned "not created by irn-trt". Such a root is ours and gets the marker."""
+    root = tmp_path / "engines"
+    EngineCache(root / "ort-trt").ensure_root()  # what the ort-trt backend alone did
+    assert not (root / MARKER_FILE).exists()  # the state users are left with
+    rec = Recorder()
+    cache = EngineCache(root, warn=rec.warn)
+    plan, built = cache.get_or_build(KEY, rec.builder(b"ENGINE"))
+    assert (root / MARKER_FILE).is_file() and cache.trust_problems(KEY) == []
+    assert cache.lookup(KEY) == b"ENGINE" and rec.warnings == []
+
+
+@pytest.mark.parametrize(
+    "intruder",
+    [
+        lambda root: (root / "notes.txt").write_text("x"),  # anything else in the root
+        lambda root: (root / "ort-trt" / MARKER_FILE).unlink(),  # a sub-cache not ours
+        lambda root: (root / "other").mkdir(),
+    ],
+)
+def test_a_root_holding_anything_else_is_not_blessed(tmp_path: Path, intruder) -> None:
+    root = tmp_path / "engines"
+    EngineCache(root / "ort-trt").ensure_root()
+    intruder(root)
+    rec = Recorder()
+    EngineCache(root, warn=rec.warn).store(KEY, b"ENGINE")
+    assert not (root / MARKER_FILE).exists()
+    assert EngineCache(root, warn=rec.warn).lookup(KEY) == b"ENGINE"
+    assert any("not created by irn-trt (no marker)" in w for w in rec.warnings)

@@ -127,3 +127,126 @@ def test_ov_cpu_default_cache_is_per_user(tmp_model_dir, monkeypatch, tmp_path) 
     m = tmp_model_dir.manifest
     be = backend_class("ov-cpu")(tmp_model_dir.path, m, m.graph("down", "fp32"))
     assert be.cache_dir == tmp_path / "xdg" / "irn-trt" / "openvino" and be.cache_dir.is_dir()
+
+
+# -- releasing what backends hold (close, context managers, fallbacks) ----------------------
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory: pytest.TempPathFactory):
+    from trt_toy_models import make_toy_model_dir
+
+    root = tmp_path_factory.mktemp("toy")
+    make_toy_model_dir(root, scale=4, precisions=("fp32",))
+    return root
+
+
+def _held(be: Backend) -> list:
+    """The library objects a CPU backend keeps while loaded (session / compiled model)."""
+    names = ("_session", "_run_options", "_compiled", "_request")
+    return [getattr(be, n) for n in names if getattr(be, n, None) is not None]
+
+
+@pytest.mark.parametrize("name", ["ort-cpu", "ov-cpu"])
+def test_cpu_backends_close_and_reload(toy_dir, name: str) -> None:
+    from irn_trt.runtime.manifest import load_manifest
+
+    cls = backend_class(name)
+    if cls.probe() is not None:
+        pytest.skip(f"{name} unavailable: {cls.probe()}")
+    m = load_manifest(toy_dir)
+    x = {"hr": np.random.default_rng(0).integers(0, 256, (1, 16, 24, 3), dtype=np.uint8)}
+    with cls(toy_dir, m, m.graph("down", "fp32")) as be:
+        first = be.run(x)
+        assert be.loaded and _held(be)
+    assert not be.loaded and _held(be) == []  # the with block released them
+    be.close()  # idempotent
+    assert (be.run(x) == first).all() and be.loaded  # loads again on demand
+    be.close()
+    assert _held(be) == []
+
+
+def test_a_failed_cpu_load_keeps_nothing(toy_dir, tmp_path) -> None:
+    import shutil
+
+    from irn_trt.runtime.manifest import load_manifest
+
+    bad = tmp_path / "model"
+    shutil.copytree(toy_dir, bad)
+    (bad / "down.fp32.onnx").write_bytes(b"not onnx")
+    m = load_manifest(bad)
+    be = backend_class("ort-cpu")(bad, m, m.graph("down", "fp32"))
+    with pytest.raises(IRNError, match="ort-cpu cannot load"):
+        be.load()
+    assert not be.loaded and _held(be) == []
+
+
+def test_rescaler_close_releases_its_backends(toy_dir) -> None:
+    img = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    with Rescaler.load(toy_dir, backend="ort-cpu", precision="fp32") as r:
+        lr = r.downscale(img)
+        r.upscale(lr)
+        loaded = list(r._backends.values())
+        assert len(loaded) == 2 and all(be.loaded for be in loaded)
+    assert r._backends == {} and not any(be.loaded or _held(be) for be in loaded)
+    r.close()  # idempotent
+    assert (r.downscale(img) == lr).all()  # still usable: loads again
+    r.close()
+
+
+def test_fallback_closes_the_backends_it_drops(toy_dir, monkeypatch) -> None:
+    """A backend that loads for ``down`` but fails for ``up``: auto falls back to ort-cpu and
+    closes the ``down`` backend it leaves behind; the failed one kept nothing either."""
+    import irn_trt.runtime.backends as registry
+
+    ov = registry.backend_class("ov-cpu")
+    if ov.probe() is not None:
+        pytest.skip(f"ov-cpu unavailable: {ov.probe()}")
+    made: list[Backend] = []
+
+    class FailsOnUp(ov):  # a real ov-cpu backend whose up graph fails after compiling
+        def _load(self) -> None:
+            made.append(self)
+            super()._load()
+            if self.graph.direction == "up":
+                raise RuntimeError("simulated failure after compiling")
+
+    real = registry.backend_class
+    monkeypatch.setattr(
+        registry, "backend_class", lambda name: FailsOnUp if name == "ov-cpu" else real(name)
+    )
+    logs: list[str] = []
+    r = Rescaler.load(toy_dir, backend="auto", precision="fp32", log=logs.append)
+    if r.selection.backend != "ov-cpu":
+        pytest.skip("auto picks a GPU backend here")
+    img = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    lr = r.downscale(img)
+    assert r.backend("down") is made[0] and made[0].loaded
+    r.upscale(lr)  # up fails on ov-cpu: fall back
+    assert r.selection.backend == "ort-cpu"
+    assert any("ov-cpu failed to load (simulated failure" in s for s in logs)
+    assert [be.graph.direction for be in made] == ["down", "up"]
+    assert not any(be.loaded for be in made) and all(_held(be) == [] for be in made)
+    assert {be.name for be in r._backends.values()} == {"ort-cpu"}
+    r.close()
+
+
+def test_engine_options_reach_the_backends_and_are_checked(toy_dir, tmp_path) -> None:
+    from irn_trt.runtime.options import EngineOptions
+
+    opts = EngineOptions(cache_dir=tmp_path / "eng", device=0, workspace_bytes=1 << 30, opt_level=1)
+    r = Rescaler.load(toy_dir, backend="ort-cpu", tile="96x64", batch=2, options=opts)
+    assert r.tile_lr == (16, 24) and r.engine.batch == 2  # "96x64": 96 wide, 64 high
+    bo = r._options(backend_class("trt"))  # what a GPU backend would be given
+    assert (bo.tile_hw, bo.max_batch, bo.cache_dir) == ((64, 96), 2, tmp_path / "eng")
+    assert (bo.workspace_bytes, bo.opt_level) == (1 << 30, 1)
+    assert r._options(backend_class("ort-cpu")).cache_dir is None  # engine cache is GPU-only
+    with pytest.raises(IRNError, match="--tile 90x64 must be a positive multiple of the scale 4"):
+        Rescaler.load(toy_dir, backend="ort-cpu", tile="90x64")
+    with pytest.raises(IRNError, match="tile is given twice"):
+        Rescaler.load(toy_dir, backend="ort-cpu", tile=64, options=EngineOptions(tile_hw=(64, 64)))
+    with pytest.raises(IRNError, match="--plugins graphs run on the trt backend only"):
+        Rescaler.load(toy_dir, backend="ort-cpu", options=EngineOptions(plugins=True))
+    with pytest.raises(IRNError, match="--batch must be at least 1"):
+        EngineOptions(batch=0)
+    assert EngineOptions.from_dict(opts.to_dict()) == opts

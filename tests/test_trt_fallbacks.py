@@ -107,3 +107,91 @@ def test_cuda_result_unpacking() -> None:
     assert cuda_util._check(cudart, (_Err(0),), "cudaFree") is None
     with pytest.raises(IRNError, match="CUDA cudaMalloc failed: cudaErrorNoDevice"):
         cuda_util._check(cudart, (_Err(100), 0), "cudaMalloc")
+
+
+class _PagelockedAllocation:
+    """pycuda's page-locked allocation: an array's ``base`` with ``free()``."""
+
+    def __init__(self, nbytes: int, freed: list[int]) -> None:
+        import ctypes
+
+        self._buf = ctypes.create_string_buffer(nbytes)
+        self._freed = freed
+        self.__array_interface__ = {
+            "shape": (nbytes,),
+            "typestr": "|u1",
+            "data": (ctypes.addressof(self._buf), False),
+            "version": 3,
+        }
+
+    def free(self) -> None:
+        self._freed.append(1)
+
+
+def _pycuda_driver(calls: list[str]) -> types.SimpleNamespace:
+    """The ``pycuda.driver`` calls cuda_util makes, recording context and memory calls."""
+    import numpy as np
+
+    class Context:
+        def push(self) -> None:
+            calls.append("push")
+
+        def pop(self) -> None:  # a static method in pycuda; called on the instance here
+            calls.append("pop")
+
+        def detach(self) -> None:
+            calls.append("detach")
+
+    class Device:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        @staticmethod
+        def count() -> int:
+            return 1
+
+        def retain_primary_context(self) -> Context:
+            calls.append("retain")
+            return Context()
+
+    class Alloc(int):
+        def free(self) -> None:
+            calls.append("mem_free")
+
+    allocs = iter(range(4096, 1 << 20, 4096))
+
+    def pagelocked_empty(shape: tuple[int, ...], dtype: object) -> np.ndarray:
+        return np.asarray(_PagelockedAllocation(shape[0], freed))
+
+    freed: list[int] = []
+    calls_ns = types.SimpleNamespace(
+        init=lambda: None,
+        Device=Device,
+        mem_alloc=lambda n: Alloc(next(allocs)),
+        pagelocked_empty=pagelocked_empty,
+        Stream=lambda: types.SimpleNamespace(handle=7),
+        freed_host=freed,
+    )
+    return calls_ns
+
+
+def test_pycuda_context_is_popped_and_detached_and_memory_freed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    drv = _pycuda_driver(calls)
+    monkeypatch.setattr(cuda_util, "_import_cudart", lambda: None)
+    monkeypatch.setattr(cuda_util, "_import_pycuda", lambda: drv)
+    with cuda_util.CudaRuntime(0) as cuda:
+        assert cuda.api == "pycuda" and calls == ["retain", "push"]
+        cuda.malloc(100)
+        host = cuda.malloc_host(64)
+        host[:] = 3  # writable page-locked memory
+        cuda.create_stream()
+        assert cuda.allocations == 3
+    # Leaving the block freed the buffer and the pinned memory, then gave the context back:
+    # pop() takes it off the thread's stack, detach() drops the retain (was missing).
+    assert calls == ["retain", "push", "mem_free", "pop", "detach"]
+    assert drv.freed_host == [1] and cuda.allocations == 0
+    cuda.close()  # idempotent
+    assert calls.count("detach") == 1

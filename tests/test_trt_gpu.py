@@ -83,12 +83,36 @@ def test_irn_build_builds_once_then_hits_the_cache(toy, tmp_path, capsys) -> Non
     assert [e["built"] for e in second] == [False] * 4
     assert [e["engine"] for e in second] == [e["engine"] for e in first]
     # A different profile is a different engine, never the cached one.
-    assert irn_build([*args, "--max-batch", "2", "--json", "--quiet"]) == 0
+    assert irn_build([*args, "--batch", "2", "--json", "--quiet"]) == 0
     third = json.loads(capsys.readouterr().out)["engines"]
     assert all(e["built"] for e in third)
     assert {e["engine"] for e in third}.isdisjoint(e["engine"] for e in first)
     timing = list((tmp_path / "timing").glob("*.cache"))
     assert timing and timing[0].stat().st_size > 0  # timing cache persisted
+
+
+def test_irn_trt_run_uses_the_engines_irn_build_made(toy, tmp_path, capsys) -> None:
+    """Same engine options in both tools (non-square WxH tile, batch, cache, builder
+    settings): irn-trt-run's backends load irn-build's engines, TensorRT's verbose log
+    stays off stdout, and closing frees the GPU buffers."""
+    from irn_trt.runtime.api import Rescaler
+    from irn_trt.runtime.options import EngineOptions
+
+    root, _ = toy
+    flags = ["--tile", "64x32", "--batch", "2", "--cache-dir", str(tmp_path),
+             "--workspace-gb", "1", "--opt-level", "2"]  # fmt: skip
+    assert irn_build([str(root), "--precision", "fp32", *flags, "--json", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert all(e["built"] for e in json.loads(out)["engines"])  # stdout: only the JSON
+    opts = EngineOptions(
+        tile_hw=(32, 64), batch=2, cache_dir=tmp_path, workspace_bytes=1 << 30, opt_level=2
+    )
+    img = np.random.default_rng(0).integers(0, 256, (72, 136, 3), dtype=np.uint8)
+    with Rescaler.load(root, backend="trt", precision="fp32", options=opts) as r:
+        r.upscale(r.downscale(img))
+        backends = list(r._backends.values())
+        assert [be.built for be in backends] == [False, False]
+    assert not any(be.loaded for be in backends)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -23,11 +23,13 @@ from irn_trt.runtime.trt_plan import (
     allocation_bytes,
     check_engine_io,
     default_hr_tile,
+    format_wxh,
     graph_tile_hw,
     known_accuracy_issues,
     numpy_dtype_for_trt,
     output_shape,
     parse_tile,
+    parse_wxh,
     plan_bindings,
     profile_for_graph,
     profile_for_hr_tile,
@@ -70,12 +72,17 @@ def test_unknown_dtypes_are_refused() -> None:
 
 
 # -- tiles and profiles -----------------------------------------------------------------
-def test_parse_tile() -> None:
-    assert parse_tile("512x384", 4) == (512, 384)
+def test_parse_tile_is_width_by_height() -> None:
+    # Every size flag is WxH (width first): 512 wide, 384 high -> (H, W) = (384, 512).
+    assert parse_tile("512x384", 4) == (384, 512)
     assert parse_tile("256", 4) == (256, 256)
+    assert parse_wxh("1920x1080", "--size") == (1920, 1080)
+    assert format_wxh((384, 512)) == "512x384" and format_wxh((256, 256)) == "256"
     for bad in ("abc", "0x8", "4x4x4", "-8x8"):
         with pytest.raises(IRNError, match="tile"):
             parse_tile(bad, 4)
+    with pytest.raises(IRNError, match="expected WxH"):
+        parse_tile("big", 4)
     with pytest.raises(IRNError, match="multiples of the scale"):
         parse_tile("510x512", 4)
 
@@ -221,8 +228,19 @@ def test_version_policy_compares_versions_not_strings() -> None:
     assert strongly_typed_flag_needed("10.13.3.9") and strongly_typed_flag_needed("10.9")
     assert not strongly_typed_flag_needed("11.0.0") and not strongly_typed_flag_needed("11.4.0.106")
     assert known_accuracy_issues("11.1.0.106") and "4813" in known_accuracy_issues("11.1.0.106")[0]
+    # 4813 and 4846 are open with no fixed release: every 11.x from 11.1 on is flagged.
+    assert known_accuracy_issues("11.2.1.2") and known_accuracy_issues("11.4.0.106")
+    assert known_accuracy_issues("10.13.3") == [] and known_accuracy_issues("11.0.0.114") == []
+
+
+def test_accuracy_warning_stops_at_the_fixed_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    from irn_trt.runtime import trt_plan
+    from packaging.version import Version
+
+    monkeypatch.setattr(trt_plan, "ACCURACY_ISSUES_FIXED_IN", Version("11.3"))
+    assert known_accuracy_issues("11.2.1.2")
     # "11.10" > "11.3" as versions (a string comparison would say the opposite).
-    assert known_accuracy_issues("11.10.0") == [] and known_accuracy_issues("10.13.3") == []
+    assert known_accuracy_issues("11.3.0") == [] and known_accuracy_issues("11.10.0") == []
     with pytest.raises(IRNError, match="cannot parse"):
         trt_version_problem("ten")
 

@@ -4,11 +4,14 @@ A backend runs one ONNX graph of a model directory (see ``runtime/manifest.py``)
 on NumPy arrays. It loads lazily: constructing a backend is cheap and never
 touches a GPU or compiles anything; the first ``run`` does. ``probe`` says,
 without loading anything heavy, whether the backend can work on this machine.
+``close`` (or the end of a ``with`` block) releases what loading created, as
+Polygraphy's runners do; a closed backend loads again on its next ``run``.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +30,13 @@ class BackendOptions:
 
     threads: int | None = None  # CPU threads (None: the backend's default)
     max_batch: int = 1  # tiles per call the backend may be given
-    tile_hw: tuple[int, int] | None = None  # input tile shape (H, W) for static/profile shapes
-    cache_dir: Path | None = None  # engine / compiled-model cache (trt, ov-cpu)
+    tile_hw: tuple[int, int] | None = None  # HR tile shape (H, W) for static/profile shapes
+    cache_dir: Path | None = None  # engine / compiled-model cache (trt, ort-trt, ov-cpu)
     verbose: bool = False
+    device: int = 0  # CUDA device (GPU backends)
+    # TensorRT builder settings (trt, ort-trt): part of an engine's cache key.
+    workspace_bytes: int = 4 << 30
+    opt_level: int = 3  # builder_optimization_level, 0..5 (3: TensorRT's default)
     # Arithmetic precision when it differs from the graph's ("bf16": OpenVINO's
     # inference precision hint on an FP32 graph); None: the graph's own precision.
     inference_precision: str | None = None
@@ -75,10 +82,37 @@ class Backend(abc.ABC):
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph; return its single output."""
 
+    def _close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what ``_load`` created, also after a ``_load`` that failed half-way."""
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
     def load(self) -> None:
-        if not self._loaded:
+        if self._loaded:
+            return
+        try:
             self._load()
-            self._loaded = True
+        except BaseException:
+            # A failed load frees what it allocated before the error (its own error wins).
+            with contextlib.suppress(Exception):
+                self._close()
+            raise
+        self._loaded = True
+
+    def close(self) -> None:
+        """Release sessions, engines and buffers (idempotent); the next ``run`` loads again."""
+        try:
+            self._close()
+        finally:
+            self._loaded = False
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self.load()

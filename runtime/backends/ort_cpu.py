@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import IRNError
@@ -12,6 +14,8 @@ __all__ = ["OrtCpuBackend"]
 
 class OrtCpuBackend(Backend):
     name = "ort-cpu"
+    _session: Any = None
+    _run_options: Any = None
 
     @classmethod
     def probe(cls) -> str | None:
@@ -50,3 +54,8 @@ class OrtCpuBackend(Backend):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._session.run(None, feeds, self._run_options)[0]
+
+    def _close(self) -> None:
+        # ONNX Runtime frees a session (and its arena) when the last reference goes.
+        self._session = None
+        self._run_options = None

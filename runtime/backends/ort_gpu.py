@@ -127,11 +127,11 @@ class _OrtGpuBackend(Backend):
         manifest: ModelManifest,
         graph: GraphInfo,
         options: BackendOptions | None = None,
-        device: int = 0,
+        device: int | None = None,
         warn: Warn = stderr_warning,
     ) -> None:
         super().__init__(model_dir, manifest, graph, options)
-        self.device = device
+        self.device = self.options.device if device is None else device
         self.warn = warn
         # options.tile_hw is the HR tile, as the tiler passes it.
         self.profiles = profile_for_hr_tile(
@@ -174,6 +174,9 @@ class _OrtGpuBackend(Backend):
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._session.run([self._output], feeds)[0]
 
+    def _close(self) -> None:
+        self._session = None  # ONNX Runtime releases the providers' GPU memory with it
+
 
 class OrtTensorRTBackend(_OrtGpuBackend):
     """ONNX Runtime + TensorrtExecutionProvider (engines cached by ONNX Runtime)."""
@@ -182,17 +185,30 @@ class OrtTensorRTBackend(_OrtGpuBackend):
     provider: ClassVar[str] = TRT_PROVIDER
 
     @property
+    def engine_cache_root(self) -> Path:
+        return self.options.cache_dir or default_cache_dir()
+
+    @property
     def ort_cache_dir(self) -> Path:
-        return (self.options.cache_dir or default_cache_dir()) / "ort-trt"
+        return self.engine_cache_root / "ort-trt"
 
     def providers(self) -> list[tuple[str, dict[str, str]]]:
+        # The trt backend's cache root first, with its marker: creating only the ort-trt
+        # folder below it left the root unmarked, and trt then warned on every engine.
+        EngineCache(self.engine_cache_root, warn=self.warn).ensure_root()
         cache = EngineCache(self.ort_cache_dir, warn=self.warn)
         cache.ensure_root()
         # ONNX Runtime deserializes its own cached engines from this folder: say so if
         # the folder is not ours before it does.
         for problem in cache.trust_problems():
             self.warn(f"{problem}; onnxruntime will load engines from it")
-        trt_opts = tensorrt_provider_options(self.profiles, self.ort_cache_dir, self.device)
+        trt_opts = tensorrt_provider_options(
+            self.profiles,
+            self.ort_cache_dir,
+            self.device,
+            workspace_bytes=self.options.workspace_bytes,
+            opt_level=self.options.opt_level,
+        )
         return [(TRT_PROVIDER, trt_opts), (CUDA_PROVIDER, cuda_provider_options(self.device))]
 
 

@@ -14,6 +14,7 @@ or another precision hint gets its own entry, never a stale one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class OvCpuBackend(Backend):
     name = "ov-cpu"
     #: Whether the last load took the compiled model from OpenVINO's cache.
     loaded_from_cache: bool = False
+    _compiled: Any = None
+    _request: Any = None
 
     @classmethod
     def probe(cls) -> str | None:
@@ -104,6 +107,11 @@ class OvCpuBackend(Backend):
         # The infer request keeps the largest call's intermediate buffers until told.
         if self._loaded:
             self._compiled.release_memory()
+
+    def _close(self) -> None:
+        # The request holds the compiled model: drop it first.
+        self._request = None
+        self._compiled = None
 
 
 #: BF16 becomes ov-cpu's default only if its Set5 round trip stays within 0.1 dB of

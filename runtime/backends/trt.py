@@ -4,9 +4,11 @@ Engines come from the engine cache (``runtime/engine_cache.py``) and are built o
 miss (``runtime/trt_builder.py``); memory, the stream and copies go through
 ``runtime/cuda_util.py`` (cuda-python, or pycuda). Execution uses the name-based
 TensorRT 10/11 API: ``set_input_shape``, ``set_tensor_address``,
-``execute_async_v3``. Buffers are allocated once at the profile's maximum (the tile
-shape at ``max_batch``), so memory is bounded by the tile, not by the image.
-tensorrt and CUDA are imported only when a backend loads.
+``execute_async_v3``. Device buffers and pinned host staging buffers (for truly
+asynchronous copies) are allocated once at the profile's maximum (the tile shape at
+``max_batch``), so memory is bounded by the tile, not by the image. ``close`` releases
+the context, engine, runtime, buffers, stream and CUDA context, also after a load that
+failed half-way. tensorrt and CUDA are imported only when a backend loads.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class TrtBuildOptions:
 
     workspace_bytes: int = 4 << 30
     opt_level: int = 3
+
+    @classmethod
+    def of(cls, options: BackendOptions) -> TrtBuildOptions:
+        return cls(options.workspace_bytes, options.opt_level)
 
 
 def _tensorrt_installed() -> bool:
@@ -193,12 +199,12 @@ class TensorRTBackend(Backend):
         graph: GraphInfo,
         options: BackendOptions | None = None,
         build: TrtBuildOptions | None = None,
-        device: int = 0,
+        device: int | None = None,
         warn: Warn = stderr_warning,
     ) -> None:
         super().__init__(model_dir, manifest, graph, options)
-        self.build = build or TrtBuildOptions()
-        self.device = device
+        self.build = build or TrtBuildOptions.of(self.options)
+        self.device = self.options.device if device is None else device
         self.warn = warn
         # options.tile_hw is the HR tile, as the tiler passes it.
         self.profiles = profile_for_hr_tile(
@@ -207,6 +213,7 @@ class TensorRTBackend(Backend):
         self.built = False  # whether _load had to build (False: cache hit)
         self._cuda: CudaRuntime | None = None
         self._buffers: dict[str, int] = {}
+        self._host: dict[str, np.ndarray] = {}  # pinned staging buffers, uint8
         self._stream: Any = None
         self._runtime: Any = None
         self._engine: Any = None
@@ -220,6 +227,20 @@ class TensorRTBackend(Backend):
     def cache(self) -> EngineCache:
         return EngineCache(self.options.cache_dir or default_cache_dir(), warn=self.warn)
 
+    def engine_plan(self, gpu: GpuInfo, rebuild: bool = False) -> tuple[bytes, EngineKey, bool]:
+        """(plan, key, built) of this backend's engine from the cache, built on a miss."""
+        return ensure_engine(
+            self.model_dir,
+            self.manifest,
+            self.graph,
+            self.profiles,
+            gpu,
+            self.cache,
+            self.build,
+            rebuild=rebuild,
+            verbose=self.options.verbose,
+        )
+
     def _load(self) -> None:
         reason = trt_unavailable_reason(self.device)
         if reason:
@@ -228,46 +249,33 @@ class TensorRTBackend(Backend):
         prepare_plugins(self.graph)  # before ensure_engine parses and we deserialize
         for issue in known_accuracy_issues(trt.__version__):
             self.warn(issue)
+        # Each resource goes on self as soon as it exists, so that _close frees it if a
+        # later step fails (Backend.load calls _close then).
         self._cuda = CudaRuntime(self.device)
         gpu = self._cuda.info()
-        cache = self.cache
-
-        def engine_plan(rebuild: bool) -> tuple[bytes, EngineKey, bool]:
-            return ensure_engine(
-                self.model_dir,
-                self.manifest,
-                self.graph,
-                self.profiles,
-                gpu,
-                cache,
-                self.build,
-                rebuild=rebuild,
-                verbose=self.options.verbose,
-            )
-
-        plan, key, self.built = engine_plan(rebuild=False)
-        runtime = trt.Runtime(make_logger(trt, self.options.verbose))
-        engine = runtime.deserialize_cuda_engine(plan)
+        plan, key, self.built = self.engine_plan(gpu, rebuild=False)
+        self._runtime = trt.Runtime(make_logger(trt, self.options.verbose))
+        engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None and not self.built:
             # A plan that passed the hash check but will not deserialize (e.g. a driver
             # update): rebuild once rather than fail.
             self.warn(f"cached engine {key.entry_name()} does not deserialize; rebuilding it")
-            plan, key, self.built = engine_plan(rebuild=True)
-            engine = runtime.deserialize_cuda_engine(plan)
+            plan, key, self.built = self.engine_plan(gpu, rebuild=True)
+            engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise IRNError(f"TensorRT could not deserialize the engine for {self.graph.file}")
+        self._engine = engine
         check_engine_io(describe_engine_io(engine), self.graph)
-        context = engine.create_execution_context()
-        if context is None:
+        self._context = engine.create_execution_context()
+        if self._context is None:
             raise IRNError("TensorRT could not create an execution context (out of GPU memory?)")
-        self._runtime, self._engine, self._context = runtime, engine, context
         self._stream = self._cuda.create_stream()
         for name, nbytes in allocation_bytes(
             self.graph, self.manifest.scale, self.profiles
         ).items():
-            ptr = self._cuda.malloc(nbytes)
-            self._buffers[name] = ptr
-            if not context.set_tensor_address(name, ptr):
+            self._buffers[name] = self._cuda.malloc(nbytes)
+            self._host[name] = self._cuda.malloc_host(nbytes)
+            if not self._context.set_tensor_address(name, self._buffers[name]):
                 raise IRNError(f"TensorRT rejected the buffer address of tensor {name}")
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -286,11 +294,13 @@ class TensorRTBackend(Backend):
                 raise IRNError(
                     f"input {b.name} of shape {b.shape} is outside the engine's profile "
                     f"(min {profile.min}, max {profile.max}): tile the image or rebuild with "
-                    "a larger irn-build --tile / --max-batch"
+                    "a larger irn-build --tile / --batch"
                 )
             if not self._context.set_input_shape(b.name, b.shape):
                 raise IRNError(f"TensorRT rejected input shape {b.shape} for {b.name}")
-            self._cuda.copy_to_device(self._buffers[b.name], arr, self._stream)
+            staging = self._host[b.name][: b.nbytes]
+            staging[:] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+            self._cuda.copy_to_device(self._buffers[b.name], staging, self._stream)
         outputs = [b for b in bindings if not b.is_input]
         for b in outputs:
             got = tuple(int(d) for d in self._context.get_tensor_shape(b.name))
@@ -298,10 +308,11 @@ class TensorRTBackend(Backend):
                 raise IRNError(f"engine output {b.name} has shape {got}, expected {b.shape}")
         if not self._context.execute_async_v3(self._cuda.stream_handle(self._stream)):
             raise IRNError("TensorRT execution failed (execute_async_v3 returned False)")
-        result = np.empty(outputs[0].shape, dtype=outputs[0].dtype)
-        self._cuda.copy_to_host(result, self._buffers[outputs[0].name], self._stream)
+        out = outputs[0]
+        staging = self._host[out.name][: out.nbytes]
+        self._cuda.copy_to_host(staging, self._buffers[out.name], self._stream)
         self._cuda.synchronize(self._stream)
-        return result
+        return staging.view(np.dtype(out.dtype)).reshape(out.shape).copy()
 
     @property
     def device_memory_bytes(self) -> int:
@@ -311,21 +322,27 @@ class TensorRTBackend(Backend):
         io = sum(allocation_bytes(self.graph, self.manifest.scale, self.profiles).values())
         return engine_device_memory(self._engine) + io
 
-    def close(self) -> None:
-        """Free GPU buffers and the stream (the backend reloads on its next run)."""
-        if self._cuda is None:
-            return
+    def _close(self) -> None:
+        """Free everything _load made: TensorRT objects first (context, engine, runtime:
+        the reverse of creation), then buffers, the stream and the CUDA context."""
         self._context = None
         self._engine = None
-        for ptr in self._buffers.values():
-            self._cuda.free(ptr)
-        self._buffers.clear()
-        if self._stream is not None:
-            self._cuda.destroy_stream(self._stream)
-            self._stream = None
-        self._cuda.close()
-        self._cuda = None
-        self._loaded = False
+        self._runtime = None
+        cuda, self._cuda = self._cuda, None
+        buffers, self._buffers = self._buffers, {}
+        host, self._host = self._host, {}
+        stream, self._stream = self._stream, None
+        if cuda is None:
+            return
+        try:
+            for ptr in buffers.values():
+                cuda.free(ptr)
+            for buf in host.values():
+                cuda.free_host(buf)
+            if stream is not None:
+                cuda.destroy_stream(stream)
+        finally:
+            cuda.close()  # frees whatever the loop above did not reach
 
     def describe(self) -> str:
         return f"trt ({self.graph.direction}.{self.graph.precision}, strongly typed engine)"
