@@ -254,6 +254,13 @@ class Rescaler:
         manifest = load_manifest(model_dir)
         if model is not None and manifest.model != model:
             raise IRNError(f"{model_dir} holds {manifest.model}, not the requested {model}")
+        if manifest.lr_layout != "rgb":
+            # IRN-A's alpha code, IRN-M's side code and IRN_color's grey image need their
+            # own LR file formats, which this runtime does not write or read yet.
+            raise IRNError(
+                f"{manifest.model} exchanges a '{manifest.lr_layout}' LR, which irn-trt-run "
+                "and Rescaler cannot store or read yet (evaluate it with irn-eval)"
+            )
         s = manifest.scale
         if out_scale is not None and out_scale > s:
             raise IRNError(

@@ -245,6 +245,11 @@ def test_irn_a_exports_with_a_four_channel_lr(tmp_path: Path) -> None:
     assert lr.shape == (1, 16, 20, 4)
     assert np.abs(lr[0].astype(int) - expected.astype(int)).max() <= 1
     assert manifest.parity["down_fp32_vs_torch"]["equal_fraction"] > 0.999
+    # The runtime cannot store the alpha code in a file yet: it says so in one line.
+    from irn_trt.runtime.api import Rescaler
+
+    with pytest.raises(IRNError, match="'rgb\\+alpha-code' LR, which irn-trt-run"):
+        Rescaler.load(out)
 
 
 def test_irn_m_export_is_refused_in_one_line(tmp_path: Path) -> None:
