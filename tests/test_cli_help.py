@@ -18,6 +18,7 @@ CLIS = {
     "irn-eval": "irn_trt.train.eval_cli",
     "irn-build": "irn_trt.runtime.build_cli",
     "irn-bench": "irn_trt.runtime.bench",
+    "irn-doctor": "irn_trt.runtime.doctor",
 }
 
 _PROBE = """
