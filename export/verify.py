@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.metrics import psnr, rgb_to_y, shave
@@ -50,6 +49,14 @@ class OrtGraph:
     """One serialized ONNX graph in an ONNX Runtime CPU session, with image conversions."""
 
     def __init__(self, onnx_bytes: bytes, io: str, threads: int | None = None) -> None:
+        try:
+            # Imported here: ONNX Runtime is an extra (cpu or a GPU set), not a base dependency.
+            import onnxruntime as ort
+        except ImportError:
+            raise IRNError(
+                "checking the exported graphs needs ONNX Runtime: pip install 'irn-trt[cpu]' "
+                "(or a GPU set), or pass --no-verify"
+            ) from None
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +399,13 @@ def test_cli_end_to_end_random_init(tmp_path, set5_dir, capsys) -> None:
         "up.fp32.onnx",
     ]
     assert doc["parity"]["images"][0]["image"] == "baby.png"
+
+
+def test_verification_without_onnxruntime_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ONNX Runtime is an extra (cpu or a GPU set): without it, verifying says what to do.
+    from irn_trt.export.verify import OrtGraph
+    from irn_trt.runtime.errors import IRNError
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(IRNError, match=r"irn-trt\[cpu\].*--no-verify"):
+        OrtGraph(b"", "uint8")

@@ -22,7 +22,7 @@ class OrtCpuBackend(Backend):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            return "onnxruntime is not installed"
+            return "onnxruntime is not installed (pip install 'irn-trt[cpu]')"
         return None
 
     def _load(self) -> None:
