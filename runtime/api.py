@@ -192,6 +192,7 @@ class Rescaler:
         self._backends: dict[str, Backend] = {}
         self._verified: set[str] = set()  # graph files whose SHA-256 matched the manifest
         self.tiles_run = 0  # tiles processed since load (for summaries)
+        self.alpha_code = "chunk"  # where downscale keeps IRN-A's alpha code (see load)
         self.seconds = 0.0  # time spent in backends since load
 
     # --- construction ------------------------------------------------------------------
@@ -211,6 +212,7 @@ class Rescaler:
         scale: float | None = None,
         max_memory: int | None = None,
         options: EngineOptions | None = None,
+        alpha_code: str = "chunk",
     ) -> Rescaler:
         """Open a model directory (cheap: nothing is compiled until the first image).
 
@@ -228,9 +230,11 @@ class Rescaler:
         ``no_tile`` runs whole images. ``tile`` is one number (a square) or ``"WxH"``.
         ``options`` carries what GPU engines depend on (tile, batch, cache folder, device,
         builder settings, plugin graphs), as ``irn-build`` takes them; ``tile`` and
-        ``batch`` are shorthands for its fields. Every problem with these
-        arguments, the model directory or the precision is an ``IRNError`` here,
-        before any image is touched.
+        ``batch`` are shorthands for its fields. ``alpha_code`` (IRN-A models): where
+        ``downscale`` keeps the alpha code, ``"chunk"`` (a private PNG chunk: the LR
+        looks like the picture everywhere) or ``"png-alpha"`` (the paper's RGBA PNG).
+        Every problem with these arguments, the model directory or the precision is an
+        ``IRNError`` here, before any image is touched.
         """
         engine = options or EngineOptions()
         if tile is not None:
@@ -254,9 +258,11 @@ class Rescaler:
         manifest = load_manifest(model_dir)
         if model is not None and manifest.model != model:
             raise IRNError(f"{model_dir} holds {manifest.model}, not the requested {model}")
-        if manifest.lr_layout != "rgb":
-            # IRN-A's alpha code, IRN-M's side code and IRN_color's grey image need their
-            # own LR file formats, which this runtime does not write or read yet.
+        if alpha_code not in ("chunk", "png-alpha"):
+            raise IRNError(f"--alpha-code {alpha_code!r} must be chunk or png-alpha")
+        if manifest.lr_layout not in ("rgb", "grey", "rgb+alpha-code"):
+            # IRN-M's side code needs a second graph output and its own LR chunk,
+            # which this runtime does not write or read yet.
             raise IRNError(
                 f"{manifest.model} exchanges a '{manifest.lr_layout}' LR, which irn-trt-run "
                 "and Rescaler cannot store or read yet (evaluate it with irn-eval)"
@@ -318,6 +324,7 @@ class Rescaler:
             whole=no_tile,
             max_memory=max_memory,
         )
+        rescaler.alpha_code = alpha_code
         for direction in ("down", "up"):  # a damaged graph is named now, not per image
             rescaler._verify_graph(rescaler._graph(direction))
         rescaler._log(selection.describe())
@@ -454,7 +461,7 @@ class Rescaler:
         return TileConfig(tile, self.overlap_lr, batch=batch, pad_to_tile=cls.fixed_shape)
 
     def _run_graph(self, be: Backend, x: np.ndarray) -> np.ndarray:
-        """(B, h, w, 3) uint8 -> (B, h', w', 3) uint8 through the graph's own I/O convention."""
+        """(B, h, w, C) uint8 -> (B, h', w', C') uint8 through the graph's own I/O convention."""
         g = be.graph
         inp = g.inputs[0]
         if self.manifest.io == "uint8":
@@ -506,6 +513,28 @@ class Rescaler:
         tile = self._tile(backend_class(self.selection.backend), direction, lr_h, lr_w)
         return len(plan_tiles(lr_h, lr_w, tile, self.overlap_lr))
 
+    def _alpha_code(
+        self, img: ImageData, meta: LRMetadata | None, from_file: bool, notes: list[str]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """IRN-A: the LR's alpha code and its real alpha (if any), from wherever ``downscale``
+        put them. A missing or damaged code falls back to the neutral code with a warning."""
+        storage = meta.code if meta is not None else ("png-alpha" if not from_file else "none")
+        if storage == "png-alpha" and img.alpha is not None:
+            return img.alpha, None
+        if storage == "chunk" and img.code is not None:
+            return img.code, img.alpha
+        if meta is None and not from_file:
+            raise IRNError(f"{self.manifest.model} upscales an LR with an alpha code: pass HxWx4")
+        where = {"chunk": "its alpha-code chunk", "png-alpha": "its alpha channel"}
+        if storage in where:
+            why = f"the LR lost {where[storage]} (re-saved by another tool?)"
+        else:
+            why = (
+                f"an RGB image without irn-trt metadata has no alpha code for {self.manifest.model}"
+            )
+        notes.append(f"{why}: upscaling with the neutral code, expect a much blurrier result")
+        return np.full(img.rgb.shape[:2], NEUTRAL_ALPHA_CODE, np.uint8), img.alpha
+
     def downscale(
         self, image: ImageData | np.ndarray, on_tile: Callable[[int], None] | None = None
     ) -> ImageData | np.ndarray:
@@ -531,22 +560,52 @@ class Rescaler:
             hr = pad_to_multiple(img.rgb, s, s)
         else:
             hr = resize_exact(img.rgb, (lw * s, lh * s))
+        if self.manifest.task == "decolorize" and img.kind == "gray":
+            raise IRNError("the image is already greyscale: there is no colour to decolorize")
         lr = self._rescale("down", hr, on_tile)
+        kind = "rgb"
+        code = None
+        if self.manifest.lr_channels == 1:  # IRN_color: an 8-bit grey image (PNG mode L)
+            lr, kind = np.repeat(lr, 3, axis=2), "gray"
+        elif self.manifest.lr_channels == 4:  # IRN-A: colours + alpha code
+            lr, code = np.ascontiguousarray(lr[:, :, :3]), np.ascontiguousarray(lr[:, :, 3])
+            if self.alpha_code == "png-alpha" and img.alpha is not None:
+                raise IRNError(
+                    "the image has an alpha channel of its own, so the alpha code cannot be "
+                    "the PNG's alpha: use --alpha-code chunk"
+                )
         alpha = None
         notes = []
         if img.alpha is not None:
             src_alpha = img.alpha
             if out_scale == s:
                 src_alpha = pad_to_multiple(img.alpha[:, :, None], s, s)[:, :, 0]
-            alpha = resize_alpha(src_alpha, (lw, lh))
-            notes.append(_ALPHA_NOTE)
+            if (lw, lh) == img.size:  # scale 1 (IRN_color): nothing to resize
+                alpha = img.alpha
+                notes.append(_ALPHA_KEPT_NOTE)
+            else:
+                alpha = resize_alpha(src_alpha, (lw, lh))
+                notes.append(_ALPHA_NOTE)
+        storage = "none" if code is None else self.alpha_code
         meta = LRMetadata.for_model(
-            self.manifest, img.size, img.kind, alpha is not None, requested_scale=out_scale
+            self.manifest,
+            img.size,
+            img.kind,
+            alpha is not None,
+            requested_scale=out_scale,
+            code=storage,
         )
-        out = ImageData(lr, alpha, "rgb", img.icc_profile, _text_with(img.text, meta), notes)
+        text = _text_with(img.text, meta)
+        if storage == "png-alpha":  # the paper's form: the code is the PNG's alpha
+            alpha, code = code, None
+        out = ImageData(lr, alpha, kind, img.icc_profile, text, notes, code=code)
         if isinstance(image, ImageData):
             return out
-        return replace(out, kind=img.kind).to_array()
+        if code is not None:  # arrays: the code as a 4th channel (real alpha refused)
+            if img.alpha is not None:
+                raise IRNError("pass ImageData to keep both an alpha channel and the alpha code")
+            return np.dstack([lr, code])
+        return out.to_array() if kind == "gray" else replace(out, kind=img.kind).to_array()
 
     def upscale(
         self,
@@ -574,7 +633,16 @@ class Rescaler:
             kind, original_size = meta.kind, meta.original_size
             out_scale = meta.effective_scale
         elif isinstance(image, ImageData):
-            notes.append(_NO_METADATA_NOTE)
+            notes.append(
+                _COLOUR_GUESS_NOTE if self.manifest.task == "decolorize" else _NO_METADATA_NOTE
+            )
+        if self.manifest.lr_channels == 1:
+            if img.kind != "gray":
+                raise IRNError(
+                    "colorize takes a greyscale image made by decolorize; this one is in "
+                    "colour (decolorize it first: --mode down)"
+                )
+            kind = "rgb" if meta is None else kind
         w, h = img.size
         if original_size is None:
             original_size = (round(w * out_scale), round(h * out_scale))
@@ -584,15 +652,21 @@ class Rescaler:
                 f"original size {ow}x{oh} does not match an LR of {w}x{h} at "
                 f"x{format_scale(out_scale)}"
             )
-        hr = self._rescale("up", img.rgb, on_tile)
+        lr = img.rgb[:, :, :1] if self.manifest.lr_channels == 1 else img.rgb
+        lr_alpha = img.alpha
+        if self.manifest.lr_channels == 4:
+            code, lr_alpha = self._alpha_code(img, meta, isinstance(image, ImageData), notes)
+            lr = np.dstack([img.rgb, code])
+        hr = self._rescale("up", lr, on_tile)
         ow, oh = original_size
         # Integer scale: crop the edge padding of downscale; fractional: resize back.
         hr = hr[:oh, :ow] if out_scale == self.scale else resize_exact(hr, original_size)
         alpha = None
-        if img.alpha is not None:
-            alpha = resize_alpha(img.alpha, original_size)
+        if lr_alpha is not None:
+            same = img.size == tuple(original_size)
+            alpha = lr_alpha if same else resize_alpha(lr_alpha, original_size)
             if meta is None or not meta.alpha:
-                notes.append(_ALPHA_NOTE)
+                notes.append(_ALPHA_KEPT_NOTE if same else _ALPHA_NOTE)
         text = _text_with(img.text, None)
         out = ImageData(np.ascontiguousarray(hr), alpha, kind, img.icc_profile, text, notes)
         return out if isinstance(image, ImageData) else out.to_array()
@@ -612,6 +686,13 @@ def tile_summary(rescaler: Rescaler) -> int | str | None:
 
 
 _ALPHA_NOTE = "alpha channel resized with a bicubic filter (IRN rescales RGB only)"
+#: IRN-A's code value that means "no information": sigmoid(0) = 0.5 in 8 bits.
+NEUTRAL_ALPHA_CODE = 128
+_ALPHA_KEPT_NOTE = "alpha channel carried unchanged (the model converts the colour only)"
+_COLOUR_GUESS_NOTE = (
+    "no irn-trt metadata: colorizing anyway, but the colours are a guess "
+    "(only grey images made by irn-trt's decolorize restore their colours)"
+)
 _NO_METADATA_NOTE = (
     "no irn-trt metadata: upscaling anyway, but IRN is not super-resolution "
     "(only LRs made by irn-trt's down reconstruct well)"

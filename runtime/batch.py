@@ -6,7 +6,8 @@ inference. The naming rule, applied in this order:
 1. ``<stem>_lr.png`` (down), ``<stem>_hr.png`` (up; a trailing ``_lr`` of the
    stem is dropped), ``<stem>_lr.png`` + ``<stem>_roundtrip.png`` (roundtrip),
    in the output folder; files found by scanning an input folder keep their
-   sub-folder below it.
+   sub-folder below it. Models that decolorize (IRN_color) write ``<stem>_gray.png``
+   (decolorize) and ``<stem>_color.png`` (colorize) instead (``OUTPUT_SUFFIXES``).
 2. Outputs of inputs from different folders that would share a path go to
    sub-folders mirroring their source folders below the colliding sources'
    common folder (``a/img.png``, ``b/img.png`` -> ``OUT/a/img_lr.png``,
@@ -25,10 +26,10 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["OUTPUT_KINDS", "Source", "PlannedJob", "BatchPlan", "plan_batch"]
+__all__ = ["OUTPUT_KINDS", "OUTPUT_SUFFIXES", "Source", "PlannedJob", "BatchPlan", "plan_batch"]
 
 #: The outputs each mode writes, in order.
 OUTPUT_KINDS: dict[str, tuple[str, ...]] = {
@@ -36,7 +37,11 @@ OUTPUT_KINDS: dict[str, tuple[str, ...]] = {
     "up": ("hr",),
     "roundtrip": ("lr", "roundtrip"),
 }
-_SUFFIX = {"lr": "_lr", "hr": "_hr", "roundtrip": "_roundtrip"}
+#: The suffix of each output kind, per task of the model (its manifest's ``task``).
+OUTPUT_SUFFIXES: dict[str, dict[str, str]] = {
+    "rescale": {"lr": "_lr", "hr": "_hr", "roundtrip": "_roundtrip"},
+    "decolorize": {"lr": "_gray", "hr": "_color", "roundtrip": "_roundtrip"},
+}
 
 
 @dataclass(frozen=True)
@@ -69,18 +74,19 @@ def _key(path: Path) -> str:
 class _Name:
     folder: Path
     stem: str  # before the kind's suffix
+    suffixes: dict[str, str]
     named_by_user: bool = False
 
     def path(self, kind: str) -> Path:
         if self.named_by_user:
             return self.folder / self.stem
-        return self.folder / f"{self.stem}{_SUFFIX[kind]}.png"
+        return self.folder / f"{self.stem}{self.suffixes[kind]}.png"
 
 
-def _default_stem(src: Path, kind: str) -> str:
+def _default_stem(src: Path, kind: str, suffixes: dict[str, str]) -> str:
     stem = src.stem
-    if kind == "hr" and stem.endswith("_lr"):
-        stem = stem[: -len("_lr")]
+    if kind == "hr" and stem.endswith(suffixes["lr"]):
+        stem = stem[: -len(suffixes["lr"])]
     return stem
 
 
@@ -91,13 +97,16 @@ def plan_batch(
     overwrite: bool = False,
     skip_existing: bool = False,
     reserved: dict[str, str] | None = None,
+    task: str = "rescale",
 ) -> BatchPlan:
     """Output paths for every source; see the module docstring for the rule.
 
     ``out_file`` (one source only) is the file the user named for the main
     output (it may replace an existing file). ``reserved`` maps other paths the
     run writes (the JSON summary) to a label; outputs must avoid them too.
+    ``task`` (the model's) picks the suffixes (``OUTPUT_SUFFIXES``).
     """
+    suffixes = OUTPUT_SUFFIXES[task]
     if out_file is not None and len(sources) != 1:
         raise ValueError("out_file needs exactly one source")
     # names[i][kind] -> _Name
@@ -110,10 +119,10 @@ def plan_batch(
         for kind in OUTPUT_KINDS[src.mode]:
             main_kind = OUTPUT_KINDS[src.mode][-1]
             if out_file is not None and kind == main_kind:
-                entry[kind] = _Name(out_file.parent, out_file.name, named_by_user=True)
+                entry[kind] = _Name(out_file.parent, out_file.name, suffixes, named_by_user=True)
             else:
                 base = out_file.parent if out_file is not None else folder
-                entry[kind] = _Name(base, _default_stem(src.path, kind))
+                entry[kind] = _Name(base, _default_stem(src.path, kind, suffixes), suffixes)
         names.append(entry)
 
     def collisions() -> list[list[tuple[int, str]]]:
@@ -133,13 +142,13 @@ def plan_batch(
         for i, kind in group:
             name = names[i][kind]
             if not name.named_by_user:
-                names[i][kind] = _Name(name.folder / parents[i].relative_to(common), name.stem)
+                names[i][kind] = replace(name, folder=name.folder / parents[i].relative_to(common))
     # Rule 3: same folder, different extension -> keep the extension in the stem.
     for group in collisions():
         for i, kind in group:
             name = names[i][kind]
             if not name.named_by_user:
-                names[i][kind] = _Name(name.folder, sources[i].path.name)
+                names[i][kind] = replace(name, stem=sources[i].path.name)
 
     plan = BatchPlan()
     inputs = {_key(s.path): s.path for s in sources}

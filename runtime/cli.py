@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .api import PRECISIONS, Rescaler, tile_summary
 from .atomic import write_text_atomic
 from .backends import backend_names
-from .batch import BatchPlan, PlannedJob, Source, plan_batch
+from .batch import OUTPUT_SUFFIXES, BatchPlan, PlannedJob, Source, plan_batch
 from .errors import IRNError, cli_entry
 from .image_io import (
     IMAGE_SUFFIXES,
@@ -39,7 +39,7 @@ from .image_io import (
     write_image,
 )
 from .memory import parse_memory
-from .metrics import SSIM_MIN_SIDE, y_quality
+from .metrics import SSIM_MIN_SIDE, rgb_quality, y_quality
 from .model_store import DEFAULT_MODEL, MODELS_ENV
 from .options import add_engine_arguments, engine_options_from_args
 from .pngmeta import KEY_PREFIX, LRMetadata
@@ -72,6 +72,13 @@ class ItemResult:
     skipped: bool = False
 
 
+#: What down / up do, per task of the model (its manifest's ``task``), in messages and JSON.
+VERBS: dict[str, dict[str, str]] = {
+    "rescale": {"down": "downscale", "up": "upscale"},
+    "decolorize": {"down": "decolorize", "up": "colorize"},
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -88,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-trt-run photo.jpg --backend trt --tile 768x512 --batch 2 --cache-dir /data/engines"
         "\n                                               # engines of irn-build, same flags\n"
         "  irn-trt-run photo.jpg --scale 2.5 -o out/     # irn_x3 (else irn_x4) + bicubic\n"
+        "  irn-trt-run photo.jpg --model irn_color -o out/  # decolorize -> out/photo_gray.png\n"
         "\n"
+        "models that decolorize (irn_color): down = decolorize (an 8-bit grey PNG), up = "
+        "colorize;\noutputs <stem>_gray.png, <stem>_color.png, <stem>_roundtrip.png "
+        "(roundtrip PSNR/SSIM in RGB).\n"
         "output names: <stem>_lr.png, <stem>_hr.png (a trailing _lr dropped), "
         "<stem>_roundtrip.png;\n"
         "files found in an input folder keep their sub-folder; inputs from different folders "
@@ -140,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-tile", action="store_true", help="run whole images (memory grows with size)"
+    )
+    p.add_argument(
+        "--alpha-code",
+        choices=["chunk", "png-alpha"],
+        default="chunk",
+        help="IRN-A models: keep the LR's alpha code in a private PNG chunk (default: the LR "
+        "looks like the picture in any viewer) or as the PNG's alpha channel (the paper's "
+        "form: viewers show it half transparent)",
     )
     p.add_argument(
         "--max-memory",
@@ -207,23 +226,24 @@ def _find_sources(
     return found, failed
 
 
-def _resolve_mode(path: Path, requested: str, scale: float) -> str:
+def _resolve_mode(path: Path, requested: str, scale: float, task: str = "rescale") -> str:
     """The mode one file runs in, from its header alone (no decoding); one-line errors."""
     header = probe_image(path)
+    down, up = VERBS[task]["down"], VERBS[task]["up"]
+    lr_suffix = OUTPUT_SUFFIXES[task]["lr"]
     mode = requested
     if requested == "auto":
         if any(k.startswith(KEY_PREFIX) for k in header.text):
             try:
                 LRMetadata.from_text(header.text)
             except IRNError as exc:
-                raise IRNError(
-                    f"{exc}: pass --mode down to downscale it as a plain image"
-                ) from None
+                raise IRNError(f"{exc}: pass --mode down to {down} it as a plain image") from None
             mode = "up"
-        elif path.stem.endswith("_lr"):
+        elif path.stem.endswith(lr_suffix):
             raise IRNError(
-                "named like an irn-trt LR but carries no irn-trt metadata (stripped by another "
-                "tool?): pass --mode up to upscale it anyway, or --mode down to downscale it"
+                f"named like an irn-trt output ({lr_suffix}) but carries no irn-trt metadata "
+                f"(stripped by another tool?): pass --mode up to {up} it anyway, or --mode "
+                f"down to {down} it"
             )
         else:
             mode = "down"
@@ -266,7 +286,7 @@ def _check_json_target(target: str) -> Path | None:
 
 
 def _plan(
-    args: argparse.Namespace, scale: float, json_path: Path | None
+    args: argparse.Namespace, scale: float, json_path: Path | None, task: str = "rescale"
 ) -> tuple[BatchPlan, list[ItemResult]]:
     single_file_out = args.output.suffix.lower() in IMAGE_SUFFIXES
     out_dir = args.output.parent if single_file_out else args.output
@@ -281,7 +301,7 @@ def _plan(
     sources: list[Source] = []
     for path, root in found:
         try:
-            sources.append(Source(path, _resolve_mode(path, args.mode, scale), root))
+            sources.append(Source(path, _resolve_mode(path, args.mode, scale, task), root))
         except IRNError as exc:
             failed.append(ItemResult(str(path), error=_with_path(path, exc)))
     lr_named = single_file_out and sources and sources[0].mode == "down"
@@ -295,6 +315,7 @@ def _plan(
         overwrite=args.overwrite,
         skip_existing=args.skip_existing,
         reserved=reserved,
+        task=task,
     )
     folders = sorted({p.parent for job in plan.jobs for p in job.outputs.values()})
     for folder in folders:
@@ -341,7 +362,8 @@ class Runner:
         r = self.rescaler
         h, w = image.rgb.shape[:2]
         n = r.count_tiles(h, w, direction)
-        bar = tqdm(total=n, desc=direction, unit="tile", leave=False, disable=not self.progress)
+        verb = VERBS[r.manifest.task][direction]
+        bar = tqdm(total=n, desc=verb, unit="tile", leave=False, disable=not self.progress)
         with bar:
             if direction == "down":
                 out = r.downscale(image, on_tile=bar.update)
@@ -374,15 +396,20 @@ class Runner:
                 self._write(item, job.outputs["lr"], lr)
                 hr = self._rescale("up", lr, item)
                 self._write(item, job.outputs["roundtrip"], hr)
-                s = math.ceil(self.rescaler.output_scale)  # the papers' border: the scale
-                border = s if min(img.size) > 2 * s else 0
-                item.psnr, item.ssim = y_quality(hr.rgb, img.rgb, border)
+                if self.rescaler.manifest.task == "decolorize":  # IRN_color: RGB, no border
+                    metric = "RGB"
+                    item.psnr, item.ssim = rgb_quality(hr.rgb, img.rgb)
+                else:
+                    metric = "Y"
+                    s = math.ceil(self.rescaler.output_scale)  # the papers' border: the scale
+                    border = s if min(img.size) > 2 * s else 0
+                    item.psnr, item.ssim = y_quality(hr.rgb, img.rgb, border)
                 if item.ssim is None:
                     note = f"SSIM not reported: under {SSIM_MIN_SIDE} px a side (its window)"
                     item.warnings.append(note)
                     self.warn(f"{src}: {note}")
                 ssim = "n/a" if item.ssim is None else f"{item.ssim:.4f}"
-                self.info(f"{src}: round trip Y-PSNR {item.psnr:.2f} dB, SSIM {ssim}")
+                self.info(f"{src}: round trip {metric}-PSNR {item.psnr:.2f} dB, SSIM {ssim}")
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # any failure of one file: one line, and the batch goes on
@@ -400,6 +427,8 @@ def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float)
         "precision": sel.precision if sel else None,
         "backend_reason": sel.describe() if sel else None,
         "model": rescaler.manifest.model if rescaler else None,
+        "task": rescaler.manifest.task if rescaler else None,
+        "operations": VERBS[rescaler.manifest.task] if rescaler else None,
         "model_dir": str(rescaler.model_dir) if rescaler else None,
         "scale": rescaler.output_scale if rescaler else None,
         "tile": tile_summary(rescaler) if rescaler else None,
@@ -441,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision=args.precision,
         overlap=_overlap_arg(args.overlap),
         max_memory=parse_memory(args.max_memory) if args.max_memory is not None else None,
+        alpha_code=args.alpha_code,
         no_tile=args.no_tile,
         threads=args.threads,
         log=info,
@@ -465,7 +495,7 @@ def _run_batch(
     progress: bool,
 ) -> int:
     json_to_stdout = args.json == "-"
-    plan, items = _plan(args, rescaler.output_scale, json_path)
+    plan, items = _plan(args, rescaler.output_scale, json_path, rescaler.manifest.task)
     if plan.conflicts:
         for line in plan.conflicts:
             error(line)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +17,10 @@ from .atomic import atomic_path
 from .errors import IRNError
 
 __all__ = [
+    "CODE_CHUNK",
     "IMAGE_SUFFIXES",
+    "decode_code_chunk",
+    "encode_code_chunk",
     "read_rgb",
     "list_images",
     "ImageData",
@@ -100,6 +105,9 @@ class ImageData:
     icc_profile: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: An extra 8-bit plane the model exchanges beside the colours (IRN-A's alpha code),
+    #: stored in a private PNG chunk (``CODE_CHUNK``), never shown by viewers.
+    code: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -113,6 +121,10 @@ class ImageData:
             raise IRNError(f"alpha plane {self.alpha.shape} does not match {rgb.shape[:2]}")
         if self.kind not in KINDS:
             raise IRNError(f"unknown colour kind {self.kind!r} (one of {', '.join(KINDS)})")
+        if self.code is not None and (
+            self.code.shape != rgb.shape[:2] or self.code.dtype != np.uint8
+        ):
+            raise IRNError(f"code plane {self.code.shape} does not match {rgb.shape[:2]}")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -220,6 +232,33 @@ def _to_srgb(im: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Imag
     return im.convert("RGB"), srgb_bytes
 
 
+#: The private PNG chunk of the code plane: ancillary, private, not safe to copy (an
+#: editor that changes the pixels must drop it: the code belongs to these pixels).
+CODE_CHUNK = b"irAC"
+_CODE_HEADER = struct.Struct(">4sII")  # magic, width, height
+_CODE_MAGIC = b"IRC1"
+
+
+def encode_code_chunk(code: np.ndarray) -> bytes:
+    """HxW uint8 plane -> the chunk's payload (header + zlib-compressed rows)."""
+    h, w = code.shape
+    return _CODE_HEADER.pack(_CODE_MAGIC, w, h) + zlib.compress(code.tobytes(), 9)
+
+
+def decode_code_chunk(payload: bytes, size: tuple[int, int]) -> np.ndarray:
+    """The chunk's payload -> HxW uint8 plane of ``size`` (width, height); IRNError if damaged."""
+    try:
+        magic, w, h = _CODE_HEADER.unpack_from(payload)
+        if magic != _CODE_MAGIC or (w, h) != tuple(size):
+            raise ValueError(f"header {magic!r} {w}x{h} for a {size[0]}x{size[1]} image")
+        raw = zlib.decompress(payload[_CODE_HEADER.size :])
+        if len(raw) != w * h:
+            raise ValueError(f"{len(raw)} bytes for {w}x{h}")
+    except (struct.error, zlib.error, ValueError) as exc:
+        raise IRNError(f"damaged alpha-code chunk ({exc})") from None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h, w).copy()
+
+
 def read_image(path: str | os.PathLike[str]) -> ImageData:
     """Read any supported image for rescaling (EXIF orientation applied).
 
@@ -235,9 +274,16 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
             text = {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
             icc = im.info.get("icc_profile") or None
             bits = _source_bit_depth(im, path)
+            chunks = dict(c[:2] for c in getattr(im, "private_chunks", ()))
             im = ImageOps.exif_transpose(im)
             kind = _MODE_KIND.get(im.mode, "rgb")
             notes = []
+            code = None
+            if CODE_CHUNK in chunks:
+                try:
+                    code = decode_code_chunk(chunks[CODE_CHUNK], im.size)
+                except IRNError as exc:
+                    notes.append(f"{exc}: ignored")
             if bits > 8:
                 notes.append(f"{bits}-bit input reduced to 8 bits per channel")
             has_alpha = im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
@@ -262,7 +308,9 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
                 rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except _READ_ERRORS as exc:
         raise _open_errors(path, exc) from None
-    return ImageData(rgb=rgb, alpha=alpha, kind=kind, icc_profile=icc, text=text, notes=notes)
+    return ImageData(
+        rgb=rgb, alpha=alpha, kind=kind, icc_profile=icc, text=text, notes=notes, code=code
+    )
 
 
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -311,10 +359,14 @@ def write_image(path: str | os.PathLike[str], image: ImageData) -> Path:
     if fmt == "JPEG" and pil.mode not in ("RGB", "L"):
         pil = pil.convert("RGB")  # JPEG has no alpha / palette
     kwargs: dict[str, object] = {}
-    if fmt == "PNG" and image.text:
+    if image.code is not None and fmt != "PNG":
+        raise IRNError(f"{path}: an LR with an alpha code must be a PNG (its code is a chunk)")
+    if fmt == "PNG" and (image.text or image.code is not None):
         info = PngInfo()
         for k, v in image.text.items():
             info.add_text(k, v)
+        if image.code is not None:
+            info.add(CODE_CHUNK, encode_code_chunk(image.code))
         kwargs["pnginfo"] = info
     if image.icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         kwargs["icc_profile"] = image.icc_profile

@@ -112,6 +112,11 @@ class ModelManifest:
     format: str = MANIFEST_FORMAT
 
     @property
+    def task(self) -> str:
+        """``decolorize`` for IRN_color (grey LR at scale 1), else ``rescale``."""
+        return "decolorize" if self.lr_layout == "grey" else "rescale"
+
+    @property
     def lr_channels(self) -> int:
         """Channels of the LR tensor the graphs exchange (IRN-A 4, IRN_color 1, else 3)."""
         return {"rgb+alpha-code": 4, "grey": 1}.get(self.lr_layout, 3)

@@ -6,6 +6,8 @@ range) from uint8 RGB, in float64, after cropping a border of ``scale`` pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "SSIM_MIN_SIDE",
     "rgb_to_luma",
     "rgb_psnr_ssim",
+    "rgb_quality",
     "rgb_to_y",
     "psnr",
     "ssim",
@@ -37,17 +40,23 @@ def rgb_to_luma(img: np.ndarray) -> np.ndarray:
 
 
 def rgb_psnr_ssim(test: np.ndarray, ref: np.ndarray, border: int = 0) -> tuple[float, float]:
-    """PSNR over all channels and SSIM averaged over the channels (uint8 images).
+    """PSNR over all channels and SSIM averaged over the channels (uint8 images, banded).
 
     The measure of IRN_color (seed 000, section 4.3: RGB PSNR / SSIM). HxW grey
     images are measured as one channel.
     """
     if test.shape != ref.shape:
         raise ValueError(f"image sizes differ: {test.shape} vs {ref.shape}")
-    a, b = shave(test, border), shave(ref, border)
-    if a.ndim == 2:
-        return psnr(a, b), ssim(a, b)
-    return psnr(a, b), float(np.mean([ssim(a[..., c], b[..., c]) for c in range(a.shape[2])]))
+    return _psnr_ssim_banded(shave(test, border), shave(ref, border), _channel_planes)
+
+
+def rgb_quality(test: np.ndarray, ref: np.ndarray) -> tuple[float, float | None]:
+    """:func:`rgb_psnr_ssim` for images of any size: SSIM ``None`` under ``SSIM_MIN_SIDE`` px."""
+    if test.shape != ref.shape:
+        raise ValueError(f"image sizes differ: {test.shape} vs {ref.shape}")
+    if min(test.shape[:2]) < SSIM_MIN_SIDE:
+        return psnr(test, ref), None
+    return rgb_psnr_ssim(test, ref)
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -135,23 +144,42 @@ def y_psnr_ssim_banded(
     summation order), so a 4K image needs tens of MB instead of ~1.2 GB of float64 maps."""
     if test.shape != ref.shape:
         raise ValueError(f"image sizes differ: {test.shape} vs {ref.shape}")
-    t, r = shave(test, border), shave(ref, border)
+    return _psnr_ssim_banded(shave(test, border), shave(ref, border), lambda x: [rgb_to_y(x)], band)
+
+
+def _channel_planes(img: np.ndarray) -> list[np.ndarray]:
+    if img.ndim == 2:
+        return [img.astype(np.float64)]
+    return [img[:, :, c].astype(np.float64) for c in range(img.shape[2])]
+
+
+def _psnr_ssim_banded(
+    t: np.ndarray,
+    r: np.ndarray,
+    planes: Callable[[np.ndarray], list[np.ndarray]],
+    band: int = 256,
+) -> tuple[float, float]:
+    """PSNR over all planes and mean SSIM of the planes that ``planes`` takes from each
+    band of ``band`` rows (plus the window's 10 rows of context)."""
     h, w = t.shape[:2]
     if min(h, w) < 11:
         raise ValueError(f"ssim needs at least 11x11 pixels, got {(h, w)}")
     rows = h - 10  # rows of the 'valid' SSIM map; map row i uses image rows i..i+10
     sq_err = 0.0
     ssim_sum = 0.0
+    n_planes = 0
     for m0 in range(0, rows, band):
         m1 = min(m0 + band, rows)
-        ya, yb = rgb_to_y(t[m0 : m1 + 10]), rgb_to_y(r[m0 : m1 + 10])
-        own = (m1 - m0) if m1 < rows else ya.shape[0]  # image rows this band accounts for
-        d = ya[:own] - yb[:own]
-        sq_err += float(np.sum(d * d))
-        ssim_sum += float(np.sum(_ssim_map(ya, yb)))
-    mse = sq_err / (h * w)
+        pa, pb = planes(t[m0 : m1 + 10]), planes(r[m0 : m1 + 10])
+        n_planes = len(pa)
+        own = (m1 - m0) if m1 < rows else pa[0].shape[0]  # image rows this band accounts for
+        for a, b in zip(pa, pb, strict=True):
+            d = a[:own] - b[:own]
+            sq_err += float(np.sum(d * d))
+            ssim_sum += float(np.sum(_ssim_map(a, b)))
+    mse = sq_err / (h * w * n_planes)
     p = float("inf") if mse == 0 else float(10.0 * np.log10(255.0 * 255.0 / mse))
-    return p, ssim_sum / (rows * (w - 10))
+    return p, ssim_sum / (rows * (w - 10) * n_planes)
 
 
 #: The SSIM window's side: smaller images have no SSIM.

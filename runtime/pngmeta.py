@@ -21,6 +21,10 @@ __all__ = ["LRMetadata", "KEY_PREFIX"]
 KEY_PREFIX = "irn-trt:"
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 _KINDS = ("rgb", "gray", "palette")
+#: Where an LR keeps the extra plane of its model (IRN-A's alpha code): nowhere (plain
+#: IRN), a private PNG chunk (the default: viewers show the picture), or the PNG's alpha
+#: channel (the paper's form: viewers show it half transparent).
+CODE_STORAGES = ("none", "chunk", "png-alpha")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class LRMetadata:
     # The scale the user asked for when the model's integer ``scale`` ran with a bicubic
     # resize around it (``runtime/scales.py``); None: the model's own scale.
     requested_scale: float | None = None
+    code: str = "none"  # one of CODE_STORAGES
 
     @classmethod
     def for_model(
@@ -43,6 +48,7 @@ class LRMetadata:
         kind: str,
         alpha: bool,
         requested_scale: float | None = None,
+        code: str = "none",
     ) -> LRMetadata:
         if requested_scale is not None and requested_scale == manifest.scale:
             requested_scale = None
@@ -54,6 +60,7 @@ class LRMetadata:
             kind,
             alpha,
             requested_scale,
+            code,
         )
 
     @property
@@ -63,17 +70,21 @@ class LRMetadata:
 
     def to_text(self) -> dict[str, str]:
         w, h = self.original_size
-        return {
-            f"{KEY_PREFIX}model": self.model,
-            f"{KEY_PREFIX}checkpoint-sha256": self.checkpoint_sha256,
-            f"{KEY_PREFIX}scale": str(self.scale),
-            f"{KEY_PREFIX}original-size": f"{w}x{h}",
-            f"{KEY_PREFIX}kind": self.kind,
-            f"{KEY_PREFIX}alpha": "bicubic" if self.alpha else "none",
-        } | (
-            {f"{KEY_PREFIX}requested-scale": format_scale(self.requested_scale)}
-            if self.requested_scale is not None
-            else {}
+        return (
+            {
+                f"{KEY_PREFIX}model": self.model,
+                f"{KEY_PREFIX}checkpoint-sha256": self.checkpoint_sha256,
+                f"{KEY_PREFIX}scale": str(self.scale),
+                f"{KEY_PREFIX}original-size": f"{w}x{h}",
+                f"{KEY_PREFIX}kind": self.kind,
+                f"{KEY_PREFIX}alpha": "bicubic" if self.alpha else "none",
+            }
+            | (
+                {f"{KEY_PREFIX}requested-scale": format_scale(self.requested_scale)}
+                if self.requested_scale is not None
+                else {}
+            )
+            | ({f"{KEY_PREFIX}code": self.code} if self.code != "none" else {})
         )
 
     @classmethod
@@ -89,6 +100,9 @@ class LRMetadata:
             kind = ours.get("kind", "rgb")
             if kind not in _KINDS:
                 raise ValueError(f"kind {kind!r}")
+            code = ours.get("code", "none")
+            if code not in CODE_STORAGES:
+                raise ValueError(f"code {code!r}")
             meta = cls(
                 model=ours["model"],
                 checkpoint_sha256=ours["checkpoint-sha256"],
@@ -99,6 +113,7 @@ class LRMetadata:
                 requested_scale=(
                     parse_scale(ours["requested-scale"]) if "requested-scale" in ours else None
                 ),
+                code=code,
             )
         except (KeyError, ValueError, IRNError) as exc:
             raise IRNError(f"damaged irn-trt metadata ({exc})") from None

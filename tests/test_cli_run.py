@@ -267,7 +267,7 @@ def test_stripped_and_damaged_metadata(
     code, _, err = _ort(capsys, tmp_model_dir, str(src), "-o", str(out))
     assert code == 1
     errors = _errors(err)
-    assert any("x_lr.png: named like an irn-trt LR but carries no" in e for e in errors)
+    assert any("x_lr.png: named like an irn-trt output (_lr) but carries no" in e for e in errors)
     assert any("bad.png: damaged irn-trt metadata" in e and "--mode down" in e for e in errors)
     assert not out.exists() or not any(out.iterdir())
     code, _, err = _ort(capsys, tmp_model_dir, str(src), "-o", str(out), "--mode", "down")

@@ -26,7 +26,8 @@ from irn_trt.train.models import (
 )
 from irn_trt.train.modules import AlphaPreSplit, AlphaSigmoid, HaarDownsampling
 from irn_trt.train.trainer import Trainer, irn_losses
-from train_support import read_log
+from PIL import Image
+from train_support import SET5, read_log
 from train_support import tiny_config as tiny_train_config
 
 NEW_MODELS = ("irn_a_x2", "irn_a_x4", "irn_m_x2", "irn_m_x4")
@@ -245,10 +246,13 @@ def test_irn_a_exports_with_a_four_channel_lr(tmp_path: Path) -> None:
     assert lr.shape == (1, 16, 20, 4)
     assert np.abs(lr[0].astype(int) - expected.astype(int)).max() <= 1
     assert manifest.parity["down_fp32_vs_torch"]["equal_fraction"] > 0.999
-    # The runtime cannot store the alpha code in a file yet: it says so in one line.
+    # IRN-M's side code has no file form yet: a manifest declaring it is refused in one line.
     from irn_trt.runtime.api import Rescaler
 
-    with pytest.raises(IRNError, match="'rgb\\+alpha-code' LR, which irn-trt-run"):
+    doc = json.loads((out / "manifest.json").read_text())
+    doc["lr_layout"] = "rgb+latent"
+    (out / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(IRNError, match="'rgb\\+latent' LR, which irn-trt-run"):
         Rescaler.load(out)
 
 
@@ -258,3 +262,105 @@ def test_irn_m_export_is_refused_in_one_line(tmp_path: Path) -> None:
     model = build_model(tiny_config("irn_m_x2"))
     with pytest.raises(IRNError, match="IRN-M"):
         export_model(model, tmp_path / "m", options=ExportOptions())
+
+
+# --- IRN-A through irn-trt-run: where the alpha code lives in the LR file ------------
+
+
+@pytest.fixture(scope="module")
+def alpha_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from irn_trt.export.api import ExportOptions, export_model
+
+    model = randomize_weights(build_model(tiny_config("irn_a_x2")), seed=8).eval()
+    img = np.random.default_rng(6).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = tmp_path_factory.mktemp("alpha") / "irn_a"
+    options = ExportOptions(precisions=("fp32",))
+    export_model(model, out, options=options, verify_images=[("n", img)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photo")
+    rgb = np.array(Image.open(SET5 / "bird.png").convert("RGB"))[60:108, 80:144]
+    Image.fromarray(rgb).save(folder / "bird.png")
+    ramp = np.linspace(0, 255, rgb.shape[1]).astype(np.uint8)[None].repeat(rgb.shape[0], 0)
+    Image.fromarray(np.dstack([rgb, ramp])).save(folder / "clear.png")
+    return folder
+
+
+def _run(*args: str) -> int:
+    from irn_trt.runtime.cli import main as run_main
+
+    return run_main([*args, "--backend", "ort-cpu", "--quiet"])
+
+
+@pytest.mark.parametrize("storage", ["chunk", "png-alpha"])
+def test_alpha_code_travels_in_the_lr_file(
+    alpha_model_dir: Path, photo: Path, tmp_path: Path, storage: str
+) -> None:
+    model = ["--model-dir", str(alpha_model_dir), "--alpha-code", storage]
+    out = tmp_path / "rt"
+    assert _run(str(photo / "bird.png"), "-o", str(out), *model, "--mode", "roundtrip") == 0
+    lr = Image.open(out / "bird_lr.png")
+    assert lr.text["irn-trt:code"] == storage
+    if storage == "chunk":  # viewers show the picture: plain RGB, the code in irAC
+        assert lr.mode == "RGB" and [c[0] for c in lr.private_chunks] == [b"irAC"]
+    else:  # the paper's form
+        assert lr.mode == "RGBA"
+    # Upscaling the file gives exactly the round trip's result.
+    assert _run(str(out / "bird_lr.png"), "-o", str(tmp_path / "up"), *model) == 0
+    up = np.array(Image.open(tmp_path / "up" / "bird_hr.png"))
+    assert np.array_equal(up, np.array(Image.open(out / "bird_roundtrip.png")))
+
+
+def test_a_real_alpha_and_the_code_coexist_in_the_chunk_form(
+    alpha_model_dir: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = ["--model-dir", str(alpha_model_dir)]
+    out = tmp_path / "rt"
+    assert _run(str(photo / "clear.png"), "-o", str(out), *model, "--mode", "roundtrip") == 0
+    lr = Image.open(out / "clear_lr.png")
+    assert lr.mode == "RGBA" and [c[0] for c in lr.private_chunks] == [b"irAC"]
+    assert Image.open(out / "clear_roundtrip.png").mode == "RGBA"
+    capsys.readouterr()
+    rt = ["--mode", "roundtrip", "--alpha-code", "png-alpha"]
+    assert _run(str(photo / "clear.png"), "-o", str(tmp_path / "b"), *model, *rt) == 1
+    err = capsys.readouterr().err
+    assert "alpha channel of its own" in err and "Traceback" not in err
+
+
+def test_lost_or_damaged_codes_fall_back_with_a_warning(
+    alpha_model_dir: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from irn_trt.runtime.image_io import CODE_CHUNK
+    from PIL.PngImagePlugin import PngInfo
+
+    model = ["--model-dir", str(alpha_model_dir)]
+    out = tmp_path / "rt"
+    assert _run(str(photo / "bird.png"), "-o", str(out), *model, "--mode", "down") == 0
+    lr = Image.open(out / "bird_lr.png")
+    lr.load()
+
+    def resave(name: str, chunk: bytes | None, mode: str = "RGB") -> Path:
+        info = PngInfo()
+        for k, v in lr.text.items():
+            info.add_text(k, v)
+        if chunk is not None:
+            info.add(CODE_CHUNK, chunk)
+        path = tmp_path / f"{name}_lr.png"
+        lr.convert(mode).save(path, pnginfo=info)
+        return path
+
+    cases = {
+        "stripped": (resave("stripped", None), "lost its alpha-code chunk"),
+        "damaged": (resave("damaged", b"IRC1garbage"), "damaged alpha-code chunk"),
+    }
+    plain = tmp_path / "plain_lr.png"
+    lr.convert("RGB").save(plain)  # no metadata at all
+    cases["plain"] = (plain, "has no alpha code for irn_a_x2")
+    for path, words in cases.values():
+        capsys.readouterr()
+        assert _run(str(path), "-o", str(tmp_path / "up"), *model, "--mode", "up") == 0
+        err = capsys.readouterr().err
+        assert words in err and "neutral code" in err and "Traceback" not in err

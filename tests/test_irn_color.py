@@ -21,7 +21,7 @@ from irn_trt.train.models import build_model, get_config, luma, randomize_weight
 from irn_trt.train.trainer import Trainer, irn_losses
 from PIL import Image
 from test_irn_am import coupling_params
-from train_support import read_log
+from train_support import SET5, read_log
 from train_support import tiny_config as tiny_train_config
 
 
@@ -126,3 +126,85 @@ def test_export_writes_a_grey_down_and_a_colour_up_graph(tmp_path: Path) -> None
     torch_colour = np.round(rgb[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255)
     assert colour.shape == (1, 20, 28, 3)
     assert np.abs(colour[0].astype(int) - torch_colour).max() <= 1
+
+
+# --- the runtime: decolorize / colorize through irn-trt-run --------------------------
+
+
+@pytest.fixture(scope="module")
+def colour_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from irn_trt.export.api import ExportOptions, export_model
+
+    model = randomize_weights(build_model(tiny_config("irn_color")), seed=7).eval()
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = tmp_path_factory.mktemp("colour") / "irn_color"
+    export_model(
+        model, out, options=ExportOptions(precisions=("fp32",)), verify_images=[("n", img)]
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    rgb = np.array(Image.open(SET5 / "baby.png").convert("RGB"))[100:148, 200:260]
+    Image.fromarray(rgb).save(folder / "colour.png")
+    Image.fromarray(rgb).convert("L").save(folder / "grey.png")
+    rgba = np.dstack([rgb, np.linspace(0, 255, rgb.shape[1]).astype(np.uint8)[None].repeat(48, 0)])
+    Image.fromarray(rgba).save(folder / "clear.png")
+    return folder
+
+
+def _run(*args: str) -> int:
+    from irn_trt.runtime.cli import main as run_main
+
+    return run_main([*args, "--backend", "ort-cpu", "--quiet"])
+
+
+def test_decolorize_writes_a_grey_png_and_colorize_restores_the_size(
+    colour_model_dir: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    src = photos / "colour.png"
+    args = ["--model-dir", str(colour_model_dir), "--mode", "roundtrip", "--json", "-"]
+    assert _run(str(src), "-o", str(out), *args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["task"] == "decolorize"
+    assert doc["operations"] == {"down": "decolorize", "up": "colorize"}
+    grey_path, back_path = out / "colour_gray.png", out / "colour_roundtrip.png"
+    grey = Image.open(grey_path)
+    assert grey.mode == "L" and grey.size == (60, 48)  # an ordinary greyscale picture
+    assert grey.text["irn-trt:model"] == "irn_color"
+    back = np.array(Image.open(back_path))
+    assert back.shape == (48, 60, 3)
+    original = np.array(Image.open(src))
+    assert doc["items"][0]["psnr"] == pytest.approx(rgb_psnr_ssim(back, original)[0], abs=1e-6)
+    # Auto mode colorizes the grey PNG (its metadata) into <stem>_color.png.
+    assert (
+        _run(str(grey_path), "-o", str(tmp_path / "up"), "--model-dir", str(colour_model_dir)) == 0
+    )
+    again = np.array(Image.open(tmp_path / "up" / "colour_color.png"))
+    assert np.array_equal(again, back)
+
+
+def test_colour_model_bad_inputs_are_one_line(
+    colour_model_dir: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = ["--model-dir", str(colour_model_dir)]
+    assert _run(str(photos / "grey.png"), "-o", str(tmp_path / "a"), *model, "--mode", "down") == 1
+    err = capsys.readouterr().err
+    assert "already greyscale: there is no colour to decolorize" in err
+    assert "Traceback" not in err
+    assert _run(str(photos / "colour.png"), "-o", str(tmp_path / "b"), *model, "--mode", "up") == 1
+    assert "colorize takes a greyscale image" in capsys.readouterr().err
+    # A grey photo without metadata colorizes with a warning that the colours are a guess.
+    assert _run(str(photos / "grey.png"), "-o", str(tmp_path / "c"), *model, "--mode", "up") == 0
+    assert "the colours are a guess" in capsys.readouterr().err
+    # RGBA: the alpha is carried unchanged, grey + alpha (LA) then RGBA.
+    rt = ["--mode", "roundtrip"]
+    assert _run(str(photos / "clear.png"), "-o", str(tmp_path / "d"), *model, *rt) == 0
+    assert "alpha channel carried unchanged" in capsys.readouterr().err
+    assert Image.open(tmp_path / "d" / "clear_gray.png").mode == "LA"
+    back = np.array(Image.open(tmp_path / "d" / "clear_roundtrip.png"))
+    assert np.array_equal(back[..., 3], np.array(Image.open(photos / "clear.png"))[..., 3])
