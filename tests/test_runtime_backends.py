@@ -250,3 +250,23 @@ def test_engine_options_reach_the_backends_and_are_checked(toy_dir, tmp_path) ->
     with pytest.raises(IRNError, match="--batch must be at least 1"):
         EngineOptions(batch=0)
     assert EngineOptions.from_dict(opts.to_dict()) == opts
+
+
+def test_gpu_sessions_preload_the_pip_cuda_libraries() -> None:
+    # onnxruntime-gpu's providers find the nvidia-* wheels only after preload_dlls();
+    # a build without it, or a preload that fails, must not stop the load.
+    from types import SimpleNamespace
+
+    from irn_trt.runtime.backends.ort_gpu import _preload_gpu_libraries
+
+    calls = []
+    _preload_gpu_libraries(
+        SimpleNamespace(preload_dlls=lambda: calls.append(1)), "CUDAExecutionProvider"
+    )
+    assert calls == [1]
+
+    def broken() -> None:
+        raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    _preload_gpu_libraries(SimpleNamespace(preload_dlls=broken), "CUDAExecutionProvider")
+    _preload_gpu_libraries(SimpleNamespace(), "TensorrtExecutionProvider")  # old ORT, no TRT

@@ -12,6 +12,7 @@ Runtime's documented ones (``trt_profile_min_shapes`` = ``name:1x4x4x3,...`` etc
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,6 +96,23 @@ def cuda_provider_options(device_id: int = 0, gpu_mem_limit: int | None = None) 
     return opts
 
 
+def _preload_gpu_libraries(ort: Any, provider: str) -> None:
+    """Load the CUDA / cuDNN (and TensorRT) libraries that pip wheels put in site-packages.
+
+    ORT's provider libraries have no RUNPATH to the ``nvidia-*`` wheels, so since
+    ORT 1.21 ``onnxruntime.preload_dlls()`` loads them (microsoft/onnxruntime#23744);
+    importing ``tensorrt`` loads ``libnvinfer`` from ``tensorrt_libs`` for the
+    TensorRT provider. Both are best effort: system-wide libraries work without them.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.suppress(Exception):
+            preload()
+    if provider == "TensorrtExecutionProvider":
+        with contextlib.suppress(ImportError):
+            import tensorrt  # noqa: F401
+
+
 def ort_gpu_unavailable_reason(
     provider: str, available: Sequence[str] | None = None, device: int = 0
 ) -> str | None:
@@ -151,6 +169,7 @@ class _OrtGpuBackend(Backend):
     def _load(self) -> None:
         import onnxruntime as ort
 
+        _preload_gpu_libraries(ort, self.provider)
         reason = ort_gpu_unavailable_reason(self.provider, device=self.device)
         if reason:
             raise IRNError(f"backend {self.name} unavailable: {reason}")
