@@ -40,7 +40,7 @@ __all__ = [
     "DownGraph",
     "UpGraph",
     "learned3_weights",
-    "alpha_split_weights",
+    "channel_mix_weights",
 ]
 
 IOKind = Literal["uint8", "float32"]
@@ -86,12 +86,15 @@ def learned3_weights(step: LearnedDownsampling3) -> tuple[torch.Tensor, torch.Te
     return fwd, bwd
 
 
-def alpha_split_weights(step: AlphaPreSplit) -> tuple[torch.Tensor, torch.Tensor]:
-    """IRN-A's pre-split and its inverse as (C, C, 1, 1) Conv weights (float64).
+def channel_mix_weights(step: YCbCrSplit | AlphaPreSplit) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed channel mix and its inverse as (C, C, 1, 1) Conv weights (float64).
 
-    Forward: channel ``c`` (the first high-pass one) becomes the mean of the
-    ``n`` high-pass channels; inverse: ``n * mean - sum(the other high-pass)``.
+    IRN_color's graying module: its RGB -> YCbCr matrix and the inverse. IRN-A's
+    pre-split: channel ``c`` (the first high-pass one) becomes the mean of the
+    ``n`` high-pass channels; inverse ``n * mean - sum(the other high-pass)``.
     """
+    if isinstance(step, YCbCrSplit):
+        return step.matrix[:, :, None, None], step.matrix_inverse[:, :, None, None]
     c, n, total = step.colours, step.high, step.channels
     fwd = torch.eye(total, dtype=torch.float64)
     fwd[c, c:] = 1.0 / n
@@ -130,16 +133,9 @@ class _Steps(nn.Module):
                 kinds.append("coupling")
                 if spec.coupling_fp32:
                     self.steps[i].scale_dtype = torch.float32
-            elif isinstance(step, YCbCrSplit):
-                # IRN_color's graying module: a fixed 3x3 colour matrix as a 1x1 Conv.
-                self.register_buffer(f"fwd{i}", step.matrix[:, :, None, None].to(spec.dtype))
-                self.register_buffer(
-                    f"bwd{i}", step.matrix_inverse[:, :, None, None].to(spec.dtype)
-                )
-                kinds.append("mix")
-            elif isinstance(step, AlphaPreSplit):
-                # A channel mix: exported as a fixed 1x1 Conv (TensorRT-native) both ways.
-                fwd, bwd = alpha_split_weights(step)
+            elif isinstance(step, (YCbCrSplit, AlphaPreSplit)):
+                # A fixed channel mix (graying module, IRN-A's pre-split): a 1x1 Conv both ways.
+                fwd, bwd = channel_mix_weights(step)
                 self.register_buffer(f"fwd{i}", fwd.to(spec.dtype))
                 self.register_buffer(f"bwd{i}", bwd.to(spec.dtype))
                 kinds.append("mix")

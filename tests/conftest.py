@@ -177,3 +177,24 @@ def private_user_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
         yield
+
+
+def export_tiny(name: str, out: Path, seed: int) -> Path:
+    """A registry entry at tiny depth (``tiny_config``) with seeded random weights, exported
+    FP32-only and verified on one 16x16 noise image: a real model directory in seconds."""
+    import numpy as np
+    from irn_trt.export.api import ExportOptions, export_model
+    from irn_trt.train.models import build_model, randomize_weights
+
+    model = randomize_weights(build_model(tiny_config(name)), seed=seed).eval()
+    img = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    options = ExportOptions(precisions=("fp32",))
+    export_model(model, out, options=options, verify_images=[("noise", img)])
+    return out
+
+
+def run_cli(*args: str) -> int:
+    """``irn-trt-run ARGS --backend ort-cpu --quiet`` in this process; its exit status."""
+    from irn_trt.runtime.cli import main as run_main
+
+    return run_main([*args, "--backend", "ort-cpu", "--quiet"])

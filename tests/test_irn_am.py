@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import export_tiny, run_cli, tiny_config
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.manifest import load_manifest
 from irn_trt.train.checkpoint import load_checkpoint, save_checkpoint
@@ -269,14 +269,7 @@ def test_irn_m_export_is_refused_in_one_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def alpha_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from irn_trt.export.api import ExportOptions, export_model
-
-    model = randomize_weights(build_model(tiny_config("irn_a_x2")), seed=8).eval()
-    img = np.random.default_rng(6).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    out = tmp_path_factory.mktemp("alpha") / "irn_a"
-    options = ExportOptions(precisions=("fp32",))
-    export_model(model, out, options=options, verify_images=[("n", img)])
-    return out
+    return export_tiny("irn_a_x2", tmp_path_factory.mktemp("alpha") / "irn_a", seed=8)
 
 
 @pytest.fixture(scope="module")
@@ -289,19 +282,13 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _run(*args: str) -> int:
-    from irn_trt.runtime.cli import main as run_main
-
-    return run_main([*args, "--backend", "ort-cpu", "--quiet"])
-
-
 @pytest.mark.parametrize("storage", ["chunk", "png-alpha"])
 def test_alpha_code_travels_in_the_lr_file(
     alpha_model_dir: Path, photo: Path, tmp_path: Path, storage: str
 ) -> None:
     model = ["--model-dir", str(alpha_model_dir), "--alpha-code", storage]
     out = tmp_path / "rt"
-    assert _run(str(photo / "bird.png"), "-o", str(out), *model, "--mode", "roundtrip") == 0
+    assert run_cli(str(photo / "bird.png"), "-o", str(out), *model, "--mode", "roundtrip") == 0
     lr = Image.open(out / "bird_lr.png")
     assert lr.text["irn-trt:code"] == storage
     if storage == "chunk":  # viewers show the picture: plain RGB, the code in irAC
@@ -309,7 +296,7 @@ def test_alpha_code_travels_in_the_lr_file(
     else:  # the paper's form
         assert lr.mode == "RGBA"
     # Upscaling the file gives exactly the round trip's result.
-    assert _run(str(out / "bird_lr.png"), "-o", str(tmp_path / "up"), *model) == 0
+    assert run_cli(str(out / "bird_lr.png"), "-o", str(tmp_path / "up"), *model) == 0
     up = np.array(Image.open(tmp_path / "up" / "bird_hr.png"))
     assert np.array_equal(up, np.array(Image.open(out / "bird_roundtrip.png")))
 
@@ -319,13 +306,13 @@ def test_a_real_alpha_and_the_code_coexist_in_the_chunk_form(
 ) -> None:
     model = ["--model-dir", str(alpha_model_dir)]
     out = tmp_path / "rt"
-    assert _run(str(photo / "clear.png"), "-o", str(out), *model, "--mode", "roundtrip") == 0
+    assert run_cli(str(photo / "clear.png"), "-o", str(out), *model, "--mode", "roundtrip") == 0
     lr = Image.open(out / "clear_lr.png")
     assert lr.mode == "RGBA" and [c[0] for c in lr.private_chunks] == [b"irAC"]
     assert Image.open(out / "clear_roundtrip.png").mode == "RGBA"
     capsys.readouterr()
     rt = ["--mode", "roundtrip", "--alpha-code", "png-alpha"]
-    assert _run(str(photo / "clear.png"), "-o", str(tmp_path / "b"), *model, *rt) == 1
+    assert run_cli(str(photo / "clear.png"), "-o", str(tmp_path / "b"), *model, *rt) == 1
     err = capsys.readouterr().err
     assert "alpha channel of its own" in err and "Traceback" not in err
 
@@ -338,7 +325,7 @@ def test_lost_or_damaged_codes_fall_back_with_a_warning(
 
     model = ["--model-dir", str(alpha_model_dir)]
     out = tmp_path / "rt"
-    assert _run(str(photo / "bird.png"), "-o", str(out), *model, "--mode", "down") == 0
+    assert run_cli(str(photo / "bird.png"), "-o", str(out), *model, "--mode", "down") == 0
     lr = Image.open(out / "bird_lr.png")
     lr.load()
 
@@ -361,6 +348,6 @@ def test_lost_or_damaged_codes_fall_back_with_a_warning(
     cases["plain"] = (plain, "has no alpha code for irn_a_x2")
     for path, words in cases.values():
         capsys.readouterr()
-        assert _run(str(path), "-o", str(tmp_path / "up"), *model, "--mode", "up") == 0
+        assert run_cli(str(path), "-o", str(tmp_path / "up"), *model, "--mode", "up") == 0
         err = capsys.readouterr().err
         assert words in err and "neutral code" in err and "Traceback" not in err

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import export_tiny, run_cli, tiny_config
 from irn_trt.runtime.manifest import load_manifest
 from irn_trt.runtime.metrics import rgb_psnr_ssim, rgb_to_luma
 from irn_trt.train.checkpoint import save_checkpoint
@@ -133,16 +133,7 @@ def test_export_writes_a_grey_down_and_a_colour_up_graph(tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def colour_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from irn_trt.export.api import ExportOptions, export_model
-
-    model = randomize_weights(build_model(tiny_config("irn_color")), seed=7).eval()
-    rng = np.random.default_rng(5)
-    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    out = tmp_path_factory.mktemp("colour") / "irn_color"
-    export_model(
-        model, out, options=ExportOptions(precisions=("fp32",)), verify_images=[("n", img)]
-    )
-    return out
+    return export_tiny("irn_color", tmp_path_factory.mktemp("colour") / "irn_color", seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -156,19 +147,13 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _run(*args: str) -> int:
-    from irn_trt.runtime.cli import main as run_main
-
-    return run_main([*args, "--backend", "ort-cpu", "--quiet"])
-
-
 def test_decolorize_writes_a_grey_png_and_colorize_restores_the_size(
     colour_model_dir: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
     src = photos / "colour.png"
     args = ["--model-dir", str(colour_model_dir), "--mode", "roundtrip", "--json", "-"]
-    assert _run(str(src), "-o", str(out), *args) == 0
+    assert run_cli(str(src), "-o", str(out), *args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["task"] == "decolorize"
     assert doc["operations"] == {"down": "decolorize", "up": "colorize"}
@@ -182,7 +167,8 @@ def test_decolorize_writes_a_grey_png_and_colorize_restores_the_size(
     assert doc["items"][0]["psnr"] == pytest.approx(rgb_psnr_ssim(back, original)[0], abs=1e-6)
     # Auto mode colorizes the grey PNG (its metadata) into <stem>_color.png.
     assert (
-        _run(str(grey_path), "-o", str(tmp_path / "up"), "--model-dir", str(colour_model_dir)) == 0
+        run_cli(str(grey_path), "-o", str(tmp_path / "up"), "--model-dir", str(colour_model_dir))
+        == 0
     )
     again = np.array(Image.open(tmp_path / "up" / "colour_color.png"))
     assert np.array_equal(again, back)
@@ -192,18 +178,22 @@ def test_colour_model_bad_inputs_are_one_line(
     colour_model_dir: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = ["--model-dir", str(colour_model_dir)]
-    assert _run(str(photos / "grey.png"), "-o", str(tmp_path / "a"), *model, "--mode", "down") == 1
+    assert (
+        run_cli(str(photos / "grey.png"), "-o", str(tmp_path / "a"), *model, "--mode", "down") == 1
+    )
     err = capsys.readouterr().err
     assert "already greyscale: there is no colour to decolorize" in err
     assert "Traceback" not in err
-    assert _run(str(photos / "colour.png"), "-o", str(tmp_path / "b"), *model, "--mode", "up") == 1
+    assert (
+        run_cli(str(photos / "colour.png"), "-o", str(tmp_path / "b"), *model, "--mode", "up") == 1
+    )
     assert "colorize takes a greyscale image" in capsys.readouterr().err
     # A grey photo without metadata colorizes with a warning that the colours are a guess.
-    assert _run(str(photos / "grey.png"), "-o", str(tmp_path / "c"), *model, "--mode", "up") == 0
+    assert run_cli(str(photos / "grey.png"), "-o", str(tmp_path / "c"), *model, "--mode", "up") == 0
     assert "the colours are a guess" in capsys.readouterr().err
     # RGBA: the alpha is carried unchanged, grey + alpha (LA) then RGBA.
     rt = ["--mode", "roundtrip"]
-    assert _run(str(photos / "clear.png"), "-o", str(tmp_path / "d"), *model, *rt) == 0
+    assert run_cli(str(photos / "clear.png"), "-o", str(tmp_path / "d"), *model, *rt) == 0
     assert "alpha channel carried unchanged" in capsys.readouterr().err
     assert Image.open(tmp_path / "d" / "clear_gray.png").mode == "LA"
     back = np.array(Image.open(tmp_path / "d" / "clear_roundtrip.png"))
