@@ -16,6 +16,7 @@ found with :class:`~irn_trt.runtime.options.EngineOptions`, the same object
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import math
 import os
@@ -521,6 +522,10 @@ class Rescaler:
         storage = meta.code if meta is not None else ("png-alpha" if not from_file else "none")
         if storage == "png-alpha" and img.alpha is not None:
             return img.alpha, None
+        if meta is None and img.code is None and img.alpha is not None:
+            # An RGBA LR whose text was stripped: most likely the paper's form.
+            notes.append("no irn-trt metadata: reading the alpha channel as the alpha code")
+            return img.alpha, None
         if storage == "chunk" and img.code is not None:
             return img.code, img.alpha
         if meta is None and not from_file:
@@ -562,6 +567,14 @@ class Rescaler:
             hr = resize_exact(img.rgb, (lw * s, lh * s))
         if self.manifest.task == "decolorize" and img.kind == "gray":
             raise IRNError("the image is already greyscale: there is no colour to decolorize")
+        if self.manifest.lr_channels == 4 and img.alpha is not None:
+            if self.alpha_code == "png-alpha":
+                raise IRNError(
+                    "the image has an alpha channel of its own, so the alpha code cannot be "
+                    "the PNG's alpha: use --alpha-code chunk"
+                )
+            if not isinstance(image, ImageData):
+                raise IRNError("pass ImageData to keep both an alpha channel and the alpha code")
         lr = self._rescale("down", hr, on_tile)
         kind = "rgb"
         code = None
@@ -569,11 +582,6 @@ class Rescaler:
             lr, kind = np.repeat(lr, 3, axis=2), "gray"
         elif self.manifest.lr_channels == 4:  # IRN-A: colours + alpha code
             lr, code = np.ascontiguousarray(lr[:, :, :3]), np.ascontiguousarray(lr[:, :, 3])
-            if self.alpha_code == "png-alpha" and img.alpha is not None:
-                raise IRNError(
-                    "the image has an alpha channel of its own, so the alpha code cannot be "
-                    "the PNG's alpha: use --alpha-code chunk"
-                )
         alpha = None
         notes = []
         if img.alpha is not None:
@@ -596,14 +604,17 @@ class Rescaler:
             code=storage,
         )
         text = _text_with(img.text, meta)
+        icc = img.icc_profile
+        if kind == "gray" and icc is not None and icc[16:20] != b"GRAY":
+            # A greyscale PNG may only carry a GRAY profile: keep the colour one for colorize.
+            text[ICC_TEXT_KEY] = base64.b64encode(icc).decode("ascii")
+            icc = None
         if storage == "png-alpha":  # the paper's form: the code is the PNG's alpha
             alpha, code = code, None
-        out = ImageData(lr, alpha, kind, img.icc_profile, text, notes, code=code)
+        out = ImageData(lr, alpha, kind, icc, text, notes, code=code)
         if isinstance(image, ImageData):
             return out
-        if code is not None:  # arrays: the code as a 4th channel (real alpha refused)
-            if img.alpha is not None:
-                raise IRNError("pass ImageData to keep both an alpha channel and the alpha code")
+        if code is not None:  # arrays: the code as a 4th channel (real alpha refused above)
             return np.dstack([lr, code])
         return out.to_array() if kind == "gray" else replace(out, kind=img.kind).to_array()
 
@@ -668,7 +679,11 @@ class Rescaler:
             if meta is None or not meta.alpha:
                 notes.append(_ALPHA_KEPT_NOTE if same else _ALPHA_NOTE)
         text = _text_with(img.text, None)
-        out = ImageData(np.ascontiguousarray(hr), alpha, kind, img.icc_profile, text, notes)
+        icc = img.icc_profile
+        if ICC_TEXT_KEY in img.text:  # the colour profile a decolorized LR kept aside
+            with contextlib.suppress(ValueError):
+                icc = base64.b64decode(img.text[ICC_TEXT_KEY], validate=True)
+        out = ImageData(np.ascontiguousarray(hr), alpha, kind, icc, text, notes)
         return out if isinstance(image, ImageData) else out.to_array()
 
 
@@ -686,6 +701,9 @@ def tile_summary(rescaler: Rescaler) -> int | str | None:
 
 
 _ALPHA_NOTE = "alpha channel resized with a bicubic filter (IRN rescales RGB only)"
+#: Where a grey LR keeps its input's colour ICC profile (base64): a greyscale PNG may
+#: only embed a GRAY profile, and colorize puts the colour one back.
+ICC_TEXT_KEY = KEY_PREFIX + "icc-profile"
 #: IRN-A's code value that means "no information": sigmoid(0) = 0.5 in 8 bits.
 NEUTRAL_ALPHA_CODE = 128
 _ALPHA_KEPT_NOTE = "alpha channel carried unchanged (the model converts the colour only)"

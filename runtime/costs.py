@@ -29,7 +29,7 @@ __all__ = ["model_macs", "conv_macs", "conv_peak_onnx", "PEAK_CHANNELS"]
 #: dense-block outputs, so the reference is what the backend's conv kernels can do.
 PEAK_CHANNELS = 256
 
-_FACTOR = {"haar": 2, "learned3": 3}
+_FACTOR = {"haar": 2, "learned3": 3, "ycbcr": 1}
 
 
 def _dense_block_macs(cin: int, cout: int, growth: int) -> int:
@@ -48,7 +48,11 @@ def model_macs(architecture: Mapping[str, Any], hr_height: int, hr_width: int) -
         growth = int(architecture.get("growth", 32))
     except (KeyError, TypeError, ValueError) as exc:
         raise IRNError(f"manifest architecture is incomplete ({exc})") from None
-    split = channels
+    # The coupling blocks' LR branch: grey (IRN_color), colours + alpha code (IRN-A), colours.
+    if stages and stages[0][0] == "ycbcr":
+        split = 1
+    else:
+        split = channels + int(bool(architecture.get("alpha_channel", False)))
     scale = 1
     for kind, _ in stages:
         if kind not in _FACTOR:
@@ -57,12 +61,15 @@ def model_macs(architecture: Mapping[str, Any], hr_height: int, hr_width: int) -
     lr_h, lr_w = -(-hr_height // scale), -(-hr_width // scale)
     total = 0
     below = scale  # scale still to go below the current stage (LR = this stage / below)
-    for kind, blocks in stages:
+    alpha = bool(architecture.get("alpha_channel", False))
+    for index, (kind, blocks) in enumerate(stages):
         f = _FACTOR[kind]
         below //= f
         pixels = lr_h * below * lr_w * below  # positions at this stage's resolution
         total += pixels * (f * f * channels) * channels * f * f  # dense (f²C, C, f, f) conv
         channels *= f * f
+        if alpha and index == 0:  # IRN-A's pre-split: a (C, C, 1, 1) channel mix
+            total += pixels * channels * channels
         rest = channels - split
         block = _dense_block_macs(rest, split, growth) + 2 * _dense_block_macs(split, rest, growth)
         total += pixels * blocks * block

@@ -133,19 +133,22 @@ class ImageData:
 
     @classmethod
     def from_array(cls, image: np.ndarray) -> ImageData:
-        """HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA) uint8 -> ImageData."""
+        """HxW (grey), HxWx2 (grey + alpha), HxWx3 (RGB) or HxWx4 (RGBA) uint8 -> ImageData."""
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
             raise IRNError(
                 f"expected a uint8 numpy image, got {getattr(image, 'dtype', type(image))}"
             )
         if image.ndim == 2:
             return cls(np.repeat(image[:, :, None], 3, axis=2), kind="gray")
+        if image.ndim == 3 and image.shape[2] == 2:  # grey + alpha, as to_array writes it
+            grey, alpha = image[:, :, 0], np.ascontiguousarray(image[:, :, 1])
+            return cls(np.repeat(grey[:, :, None], 3, axis=2), alpha=alpha, kind="gray")
         if image.ndim == 3 and image.shape[2] == 3:
             return cls(image)
         if image.ndim == 3 and image.shape[2] == 4:
             rgb = np.ascontiguousarray(image[:, :, :3])
             return cls(rgb, alpha=np.ascontiguousarray(image[:, :, 3]))
-        raise IRNError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+        raise IRNError(f"expected an HxW, HxWx2, HxWx3 or HxWx4 image, got shape {image.shape}")
 
     def to_array(self) -> np.ndarray:
         """The inverse of :meth:`from_array`: grey as HxW, alpha as a fourth channel."""
@@ -251,7 +254,8 @@ def decode_code_chunk(payload: bytes, size: tuple[int, int]) -> np.ndarray:
         magic, w, h = _CODE_HEADER.unpack_from(payload)
         if magic != _CODE_MAGIC or (w, h) != tuple(size):
             raise ValueError(f"header {magic!r} {w}x{h} for a {size[0]}x{size[1]} image")
-        raw = zlib.decompress(payload[_CODE_HEADER.size :])
+        # Bounded: a damaged (or hostile) chunk must not inflate beyond the plane's size.
+        raw = zlib.decompressobj().decompress(payload[_CODE_HEADER.size :], w * h + 1)
         if len(raw) != w * h:
             raise ValueError(f"{len(raw)} bytes for {w}x{h}")
     except (struct.error, zlib.error, ValueError) as exc:

@@ -351,3 +351,29 @@ def test_lost_or_damaged_codes_fall_back_with_a_warning(
         assert run_cli(str(path), "-o", str(tmp_path / "up"), *model, "--mode", "up") == 0
         err = capsys.readouterr().err
         assert words in err and "neutral code" in err and "Traceback" not in err
+
+
+def test_an_rgba_lr_stripped_of_its_text_reads_its_alpha_as_the_code(
+    alpha_model_dir: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = ["--model-dir", str(alpha_model_dir), "--alpha-code", "png-alpha"]
+    out = tmp_path / "rt"
+    assert run_cli(str(photo / "bird.png"), "-o", str(out), *model, "--mode", "roundtrip") == 0
+    Image.open(out / "bird_lr.png").save(tmp_path / "bare.png")  # Pillow drops the text
+    capsys.readouterr()
+    assert (
+        run_cli(str(tmp_path / "bare.png"), "-o", str(tmp_path / "up"), *model, "--mode", "up") == 0
+    )
+    assert "reading the alpha channel as the alpha code" in capsys.readouterr().err
+    up = np.array(Image.open(tmp_path / "up" / "bare_hr.png"))
+    assert up.shape[2] == 3  # the code is not taken for transparency
+    assert np.array_equal(up, np.array(Image.open(out / "bird_roundtrip.png")))
+
+
+def test_counted_multiply_adds_include_the_alpha_branch(alpha_model_dir: Path) -> None:
+    from conftest import graph_conv_macs
+    from irn_trt.runtime.costs import model_macs
+
+    manifest = load_manifest(alpha_model_dir)
+    want = model_macs(manifest.architecture, 32, 48)
+    assert graph_conv_macs(alpha_model_dir / "down.fp32.onnx", (1, 32, 48, 3)) == want

@@ -198,3 +198,48 @@ def test_colour_model_bad_inputs_are_one_line(
     assert Image.open(tmp_path / "d" / "clear_gray.png").mode == "LA"
     back = np.array(Image.open(tmp_path / "d" / "clear_roundtrip.png"))
     assert np.array_equal(back[..., 3], np.array(Image.open(photos / "clear.png"))[..., 3])
+
+
+def test_counted_multiply_adds_match_the_graph(colour_model_dir: Path) -> None:
+    from conftest import graph_conv_macs
+    from irn_trt.runtime.costs import model_macs
+
+    manifest = load_manifest(colour_model_dir)
+    want = model_macs(manifest.architecture, 48, 64)
+    assert graph_conv_macs(colour_model_dir / "down.fp32.onnx", (1, 48, 64, 3)) == want
+    assert graph_conv_macs(colour_model_dir / "up.fp32.onnx", (1, 48, 64, 1)) == want
+
+
+def test_reconstruction_pass_uses_z_zero_even_with_the_paper_preset() -> None:
+    # Seed 000, 3.4: IRN_color trains its inverse from z = 0, whatever train_z says.
+    model = randomize_weights(build_model(tiny_config("irn_color")), seed=3)
+    hr = torch.rand(2, 3, 16, 16)
+    gaussian = tiny_train_config(model="irn_color", crop=16, train_z="gaussian")
+    zero = tiny_train_config(model="irn_color", crop=16, train_z="zero")
+    with torch.no_grad():
+        a = irn_losses(model, hr, hr, gaussian, torch.Generator().manual_seed(1)).terms
+        b = irn_losses(model, hr, hr, zero).terms
+    assert a == b
+
+
+def test_arrays_and_colour_profiles_survive_the_round_trip(
+    colour_model_dir: Path, photos: Path, tmp_path: Path
+) -> None:
+    from irn_trt.runtime.api import Rescaler
+    from irn_trt.runtime.image_io import read_image, write_image
+    from PIL import ImageCms
+
+    rgba = np.array(Image.open(photos / "clear.png"))
+    with Rescaler.load(colour_model_dir, backend="ort-cpu") as r:
+        grey = r.downscale(rgba)
+        assert grey.shape == (48, 60, 2)  # grey + alpha, as ImageData.to_array writes it
+        back = r.upscale(grey)
+        assert back.shape == (48, 60, 4) and np.array_equal(back[..., 3], rgba[..., 3])
+        # A colour ICC profile cannot sit in a greyscale PNG: kept aside, restored by up.
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        image = read_image(photos / "colour.png")
+        image = type(image)(image.rgb, icc_profile=srgb)
+        lr_path = write_image(tmp_path / "x_gray.png", r.downscale(image))
+        assert "icc_profile" not in Image.open(lr_path).info
+        restored = write_image(tmp_path / "x_color.png", r.upscale(read_image(lr_path)))
+        assert Image.open(restored).info.get("icc_profile") == srgb

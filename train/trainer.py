@@ -100,7 +100,8 @@ def irn_losses(
     if z_rec is not None:
         l_code = cfg.lambda_code * torch.sum((z_rec - z) ** 2) / b
         terms["code"] = l_code.item()
-    elif cfg.train_z == "gaussian":
+    elif cfg.train_z == "gaussian" and config.task == "rescale" and not config.alpha_channel:
+        # IRN_color (seed 000, 3.4) and IRN-A (seed 004) reconstruct from z = 0 in training.
         z_rec = torch.randn(z.shape, generator=generator)
     else:
         z_rec = torch.zeros_like(z)
