@@ -30,18 +30,40 @@ from irn_trt.runtime.manifest import (
     write_manifest,
 )
 from irn_trt.runtime.resize import modcrop
-from irn_trt.train.models import InvertibleRescaler, IRNConfig
+from irn_trt.train.models import (
+    FlowGuidedRescaler,
+    InvertibleRescaler,
+    ModelConfig,
+    Rescaler,
+)
 from safetensors.torch import save as safetensors_save
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from .fgrn_graphs import FGRNDownGraph, FGRNUpGraph
 from .graphs import DownGraph, GraphSpec, IOKind, UpGraph, ZPolicy
 from .halo import measure_effective_halo, measure_halo
 from .onnx_graph import OPSET, DynamicIO, ops_used, trace_to_onnx
 from .verify import Bounds, GraphSet, OrtGraph, measure_parity
 
-__all__ = ["PRECISIONS", "ExportOptions", "export_model", "build_graph", "weights_sha256"]
+__all__ = [
+    "PRECISIONS",
+    "ExportOptions",
+    "export_model",
+    "build_graph",
+    "graph_module",
+    "macs_per_lr_pixel",
+    "weights_sha256",
+]
 
 PRECISIONS = ("fp32", "fp16")
 GRAPH_FILES = tuple(f"{d}.{p}.onnx" for d in ("down", "up") for p in PRECISIONS)
+
+#: The down / up graph wrappers of each model class.
+_GRAPHS: dict[type, tuple[type[nn.Module], type[nn.Module]]] = {
+    InvertibleRescaler: (DownGraph, UpGraph),
+    FlowGuidedRescaler: (FGRNDownGraph, FGRNUpGraph),
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +91,7 @@ class ExportOptions:
             raise IRNError(f"temperature must be a finite number >= 0, got {self.temperature}")
 
 
-def lr_layout(config: IRNConfig) -> str:
+def lr_layout(config: ModelConfig) -> str:
     """The manifest's ``lr_layout`` for a model configuration."""
     if config.task == "decolorize":
         return "grey"
@@ -80,7 +102,7 @@ def lr_layout(config: IRNConfig) -> str:
     return "rgb"
 
 
-def weights_sha256(model: InvertibleRescaler) -> str:
+def weights_sha256(model: Rescaler) -> str:
     """SHA-256 of the model's weights serialized as safetensors (for models without a file)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     return hashlib.sha256(safetensors_save(tensors)).hexdigest()
@@ -95,8 +117,48 @@ def _image_dims(
     return (batch, channels, h, w), "NCHW", {0: batch, 2: h, 3: w}
 
 
+def graph_module(
+    model: Rescaler,
+    direction: str,
+    spec: GraphSpec,
+    z_policy: ZPolicy = "zero",
+    temperature: float = 1.0,
+) -> nn.Module:
+    """The traceable wrapper of one direction for ``model``'s family."""
+    try:
+        down_cls, up_cls = _GRAPHS[type(model)]
+    except KeyError:
+        raise IRNError(f"cannot export a {type(model).__name__}") from None
+    if direction == "down":
+        return down_cls(model, spec)
+    if direction != "up":
+        raise ValueError(f"direction must be down or up, got {direction!r}")
+    return up_cls(model, spec, z_policy, temperature)
+
+
+@torch.no_grad()
+def macs_per_lr_pixel(model: Rescaler, direction: str, size: int = 4) -> int:
+    """Multiply-adds of one direction's graph per LR pixel, counted while running it.
+
+    PyTorch's FLOP counter sees every convolution the FP32 graph wrapper runs
+    (fixed-weight ones included), as :func:`irn_trt.runtime.costs.model_macs`
+    counts them: every output (ConvTranspose: input) position at the full kernel.
+    All of them scale with the image area, so one ``size`` x ``size`` LR run gives
+    the per-pixel cost; the manifest records it for ``irn-bench``.
+    """
+    module = graph_module(model, direction, GraphSpec("fp32", "float32"))
+    s = model.scale
+    side = size * s if direction == "down" else size
+    x = torch.full((1, model.in_channels if direction == "down" else model.lr_channels,
+                    side, side), 0.5)  # fmt: skip
+    with FlopCounterMode(display=False) as counter:
+        module(x)
+    flops = counter.get_total_flops()
+    return int(flops // 2 // (size * size))
+
+
 def build_graph(
-    model: InvertibleRescaler,
+    model: Rescaler,
     direction: str,
     spec: GraphSpec,
     z_policy: ZPolicy = "zero",
@@ -118,8 +180,8 @@ def build_graph(
             return torch.full(dims, 128, dtype=torch.uint8)
         return torch.full(dims, 0.5, dtype=torch.float32)
 
+    module = graph_module(model, direction, spec, z_policy, temperature)
     if direction == "down":
-        module = DownGraph(model, spec)
         graph = trace_to_onnx(
             module,
             (example(hr_shape, side),),
@@ -127,9 +189,6 @@ def build_graph(
             [DynamicIO("lr", lr_axes)],
         )
         return graph, (hr_info,), (lr_info,)
-    if direction != "up":
-        raise ValueError(f"direction must be down or up, got {direction!r}")
-    module = UpGraph(model, spec, z_policy, temperature)
     inputs = [DynamicIO("lr", lr_axes)]
     infos = [lr_info]
     examples = [example(lr_shape, 2)]
@@ -175,7 +234,7 @@ def _remove_if_empty(out_dir: Path, created: bool) -> None:
 
 
 def export_model(
-    model: InvertibleRescaler,
+    model: Rescaler,
     out_dir: str | os.PathLike[str],
     *,
     options: ExportOptions | None = None,
@@ -206,6 +265,11 @@ def export_model(
         raise IRNError(
             f"{model.config.name}: exporting IRN-M models (z's side code beside the LR) "
             "is not supported yet"
+        )
+    if model.latent_channels == 0 and options.z_policy != "zero":
+        raise IRNError(
+            f"{model.config.name} has no latent z: --z {options.z_policy} does not apply "
+            "(its up graph takes the LR alone)"
         )
     model = model.eval()
     out_dir = Path(out_dir)
@@ -270,6 +334,7 @@ def export_model(
         parity["ops"] = {f"{d}.{p}": infos[(d, p)][2] for d, p in infos if p in options.precisions}
         parity["halo_measured"] = {"down": halo.down, "up": halo.up}
         parity["coupling_fp32_island"] = options.coupling_fp32
+        macs = {d: macs_per_lr_pixel(model, d) for d in ("down", "up")}
         manifest = ModelManifest(
             model=model.config.name,
             scale=s,
@@ -287,6 +352,7 @@ def export_model(
             graphs=tuple(graph_infos),
             parity=parity,
             effective_halo=effective.to_dict() if effective is not None else None,
+            macs_per_lr_pixel=macs,
         )
         write_manifest(tmp, manifest)
         for info in graph_infos:

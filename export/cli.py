@@ -16,7 +16,7 @@ from irn_trt.runtime.model_store import export_root
 from irn_trt.train.configs import get_config, list_models, model_for_scale
 
 if TYPE_CHECKING:  # torch loads after argument parsing (fast --help and argument errors)
-    from irn_trt.train.models import InvertibleRescaler
+    from irn_trt.train.models import Rescaler
 
 __all__ = ["build_parser", "main", "default_verify_image", "synthetic_image"]
 
@@ -89,7 +89,7 @@ def _resolve_model_name(scale: int | None, model: str | None) -> str:
         raise IRNError(str(exc)) from None
 
 
-def _load(args: argparse.Namespace, name: str) -> tuple[InvertibleRescaler, str | None]:
+def _load(args: argparse.Namespace, name: str) -> tuple[Rescaler, str | None]:
     """The model to export and its checkpoint hash (None: hash the weights)."""
     from irn_trt.train.checkpoint import checkpoint_sha256, default_checkpoint, load_checkpoint
 
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-export --scale 4                      # weights/irn_x4 -> <models>/irn_x4/\n"
         "  irn-export --checkpoint runs/irn_x4/best --out build/irn_x4\n"
         "  irn-export --model irn_e_x4 --random-init --precision fp32 --out /tmp/e4\n"
+        "  irn-export --model fgrn_x4 --checkpoint runs/fgrn_x4/best --out build/fgrn_x4\n"
         "  irn-export --scale 4 --io float32 --z gaussian --temperature 0.8\n"
         "  irn-export --scale 4 --z gaussian --plugins haar,pack,gaussian --plugin-seed 7",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -228,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plugins:
         from irn_trt.plugins.export_variants import check_plugin_request
 
-        stages = get_config(name).stages
+        # Models without Haar levels (IRN_LD, FGRN) have no stages of that kind.
+        stages = getattr(get_config(name), "stages", ())
         has_haar = any(st.downsampler == "haar" for st in stages)
         check_plugin_request(args.plugins, args.io, args.z, has_haar=has_haar)
     model, sha = _load(args, name)

@@ -10,6 +10,11 @@ the input (forward-mode AD: the exact first-order change) and see how far the
 output changes. A 3x3 conv reaches as far along a row as along a diagonal, so
 one wide strip a few pixels high gives the radius in both directions; the
 strip widens until the change no longer reaches its ends.
+
+FGRN (seed 002) rounds its representation to 8 bits between the encoder and the
+flow module (and after the flow module's inverse); a rounding has no derivative
+and hides small changes, so its passes are measured without those two roundings
+(:func:`_smooth_passes`): how far a change reaches the values that get rounded.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from irn_trt.train.models import InvertibleRescaler, IRNConfig
+from irn_trt.train.models import (
+    FGRNConfig,
+    FlowGuidedRescaler,
+    ModelConfig,
+    Rescaler,
+    build_model,
+)
 from irn_trt.train.modules import CouplingBlock
 from torch.autograd import forward_ad
 
@@ -80,14 +91,38 @@ def _reach(
     return radius, touches_edge
 
 
-def _probe_model(config: IRNConfig, seed: int) -> InvertibleRescaler:
+def _probe_config(config: ModelConfig) -> ModelConfig:
+    """``config`` with narrow convolutions: the same kernels, strides and depths, so the
+    same receptive field, at a fraction of the cost."""
+    probe = replace(config, growth=min(config.growth, PROBE_GROWTH))
+    if isinstance(probe, FGRNConfig):
+        probe = replace(probe, features=min(probe.features, PROBE_FEATURES))
+    return probe
+
+
+def _smooth_passes(
+    net: Rescaler,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """The down (HR -> LR before quantisation) and up (LR -> HR) passes to measure.
+
+    FGRN's without the two roundings of its representation (see the module docstring).
+    """
+    if isinstance(net, FlowGuidedRescaler):
+        return (
+            lambda x: net.fgm(net.encoder(x)),
+            lambda y: net.decoder(net.fgm.inverse(y)),
+        )
+    return (lambda x: net(x)[0]), net.inverse
+
+
+def _probe_model(config: ModelConfig, seed: int) -> Rescaler:
     """Float64 model with LeCun-normal weights (std 1/sqrt(fan_in)) and small biases.
 
     Unit-gain convs keep the perturbation far from the float64 underflow range
     (tiny weights make it decay into subnormals, which is both slow and, once
     flushed, blind to the field's edge).
     """
-    net = InvertibleRescaler(config).to(torch.float64).eval()
+    net = build_model(config).to(torch.float64).eval()
     gen = torch.Generator().manual_seed(seed)
     for name, param in sorted(net.named_parameters(), key=lambda kv: kv[0]):
         param.requires_grad_(False)
@@ -103,21 +138,25 @@ def _probe_model(config: IRNConfig, seed: int) -> InvertibleRescaler:
 
 #: Dense-block width of the probe model (the real models use 32).
 PROBE_GROWTH = 4
+#: Residual-block width of an FGRN probe model (the real ones use 64).
+PROBE_FEATURES = 4
 
 
 @functools.lru_cache(maxsize=16)
-def measure_halo(config: IRNConfig, seed: int = 0, width: int = 64) -> Halo:
+def measure_halo(config: ModelConfig, seed: int = 0, width: int = 64) -> Halo:
     """The tiling halo of ``config``: per-block receptive fields, measured and chained.
 
-    Each coupling block's radius (forward and inverse, in pixels of its own
+    FGRN: the whole passes' field (:func:`measure_receptive_field`), cheap at its
+    narrow probe width. IRN: each coupling block's radius (forward and inverse, in pixels of its own
     resolution) is measured on a ``width``-wide strip; the radii of a chain add
     up, scaled by the block's resolution relative to the HR image, and the
     downsamplers (kernel == stride) add none. The sum, rounded up to LR pixels,
     bounds the whole pass's field from above (a test checks it against
     :func:`measure_receptive_field`); it takes a second instead of minutes.
     """
-    probe = replace(config, growth=min(config.growth, PROBE_GROWTH))
-    net = _probe_model(probe, seed)
+    if isinstance(config, FGRNConfig):
+        return measure_receptive_field(config, seed)
+    net = _probe_model(_probe_config(config), seed)
     channels, res = net.in_channels, 1
     down_hr = up_hr = 0
     c = width // 2
@@ -138,7 +177,7 @@ def measure_halo(config: IRNConfig, seed: int = 0, width: int = 64) -> Halo:
 
 
 def measure_receptive_field(
-    config: IRNConfig, seed: int = 0, start_width: int = 64, max_width: int = 4096
+    config: ModelConfig, seed: int = 0, start_width: int = 64, max_width: int = 4096
 ) -> Halo:
     """Receptive-field radius (LR pixels) of the whole down and up passes of ``config``.
 
@@ -146,17 +185,10 @@ def measure_receptive_field(
     change reaches the strip's ends (up to ``max_width``). Exact but slow for deep
     models (minutes for x8 on two cores): the export uses :func:`measure_halo`.
     """
-    probe = replace(config, growth=min(config.growth, PROBE_GROWTH))
-    net = _probe_model(probe, seed)
+    net = _probe_model(_probe_config(config), seed)
     s = net.scale
     rows_lr = 1
-
-    def down(x: torch.Tensor) -> torch.Tensor:
-        return net(x)[0]
-
-    def up(y: torch.Tensor) -> torch.Tensor:
-        return net.inverse(y)
-
+    down, up = _smooth_passes(net)
     width = start_width
     while True:
         c = width // 2
@@ -270,7 +302,7 @@ def _edge_profile(
 
 
 def measure_effective_halo(
-    model: InvertibleRescaler,
+    model: Rescaler,
     images: Sequence[np.ndarray],
     exact: Halo,
     threshold: float = EFFECTIVE_HALO_THRESHOLD,
@@ -297,9 +329,7 @@ def measure_effective_halo(
     down_prof = torch.zeros(span, dtype=torch.float64)
     up_prof = torch.zeros(span, dtype=torch.float64)
     used = 0
-
-    def down(t: torch.Tensor) -> torch.Tensor:
-        return net(t)[0]
+    down, up = _smooth_passes(net)
 
     with torch.no_grad():
         for img in images:
@@ -311,7 +341,7 @@ def measure_effective_halo(
             prof, lrs = _edge_profile(down, strips, cut, span, s, 1)
             down_prof = torch.maximum(down_prof, prof)
             lr_strips = {k: torch.round(v.clamp(0.0, 1.0) * 255.0) / 255.0 for k, v in lrs.items()}
-            prof, _ = _edge_profile(net.inverse, lr_strips, cut, span, 1, s)
+            prof, _ = _edge_profile(up, lr_strips, cut, span, 1, s)
             up_prof = torch.maximum(up_prof, prof)
             used += 1
 

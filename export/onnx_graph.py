@@ -47,6 +47,9 @@ TENSORRT_OPS = frozenset(
         "ConstantOfShape",
         "Conv",
         "ConvTranspose",
+        # FGRN's pixel shuffles (mode CRD); onnx-tensorrt docs/operators.md: FP32, FP16,
+        # and its importer handles both modes with dynamic shapes.
+        "DepthToSpace",
         "Div",
         "Exp",
         "Gather",
@@ -55,6 +58,8 @@ TENSORRT_OPS = frozenset(
         "Log",
         "Mul",
         "RandomNormalLike",
+        # FGRN's residual blocks (EDSR's); onnx-tensorrt docs/operators.md: FP32, FP16.
+        "Relu",
         "Round",
         "Shape",
         "Sigmoid",

@@ -9,7 +9,7 @@ bounded by construction).
 
 from __future__ import annotations
 
-from irn_trt.train.models import InvertibleRescaler, build_model, randomize_weights
+from irn_trt.train.models import Rescaler, build_model, randomize_weights
 
 __all__ = ["RANDOM_INIT_STD", "random_model"]
 
@@ -17,6 +17,6 @@ __all__ = ["RANDOM_INIT_STD", "random_model"]
 RANDOM_INIT_STD = 0.02
 
 
-def random_model(name: str, seed: int = 0, std: float = RANDOM_INIT_STD) -> InvertibleRescaler:
+def random_model(name: str, seed: int = 0, std: float = RANDOM_INIT_STD) -> Rescaler:
     """A registry model with perturbed weights, in eval mode."""
     return randomize_weights(build_model(name), seed, std).eval()

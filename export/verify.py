@@ -21,7 +21,7 @@ import torch
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.metrics import psnr, rgb_to_y, shave
 from irn_trt.train.evaluate import to_tensor, to_uint8
-from irn_trt.train.models import InvertibleRescaler, quantize
+from irn_trt.train.models import Rescaler, quantize
 
 __all__ = [
     "Bounds",
@@ -117,7 +117,7 @@ def _db(value: float) -> float:
 
 @torch.no_grad()
 def measure_parity(
-    model: InvertibleRescaler,
+    model: Rescaler,
     graphs: GraphSet,
     images: Sequence[tuple[str, np.ndarray]],
     z_policy: str,

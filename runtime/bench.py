@@ -313,12 +313,12 @@ def _run_config(cfg: BenchConfig, common: dict, timeout: float | None) -> dict:
     return json.loads(lines[-1])
 
 
-def _add_flops(res: dict[str, Any], gflop: float) -> None:
+def _add_flops(res: dict[str, Any], gflop: dict[str, float]) -> None:
     """Achieved GFLOP/s per direction and its fraction of the row's measured peak."""
     peak = res.get("peak_gflop_per_s")
     for d in ("down", "up"):
         if res.get(f"{d}_s"):
-            res[f"{d}_gflop_per_s"] = round(gflop / res[f"{d}_s"], 2)
+            res[f"{d}_gflop_per_s"] = round(gflop[d] / res[f"{d}_s"], 2)
             if peak:
                 res[f"{d}_fraction_of_peak"] = round(res[f"{d}_gflop_per_s"] / peak, 3)
 
@@ -439,9 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     from tqdm import tqdm
 
-    from .costs import model_macs
+    from .costs import direction_macs
 
-    gflop = 2 * model_macs(manifest.architecture, height, width) / 1e9
+    gflop = {d: 2 * m / 1e9 for d, m in direction_macs(manifest, height, width).items()}
     results = []
     for cfg in tqdm(configs, desc="configs", unit="cfg", disable=args.quiet):
         res: dict[str, Any] = {"label": cfg.label(), **asdict(cfg)}
@@ -466,9 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()),
-        "gflop_per_image": round(gflop, 3),
+        "gflop_per_image": round(gflop["down"], 3),
+        "gflop_per_image_by_direction": {d: round(g, 3) for d, g in gflop.items()},
         "gflop_counts": "2 x multiply-adds of the model's convolutions per direction on the "
-        "image (runtime/costs.py); tile overlap computed twice is not counted",
+        "image (runtime/costs.py; gflop_per_image is the down graph's, equal to the up "
+        "graph's for IRN); tile overlap computed twice is not counted",
         "peak_reference": f"3x3 conv, 256 channels, {preset.peak_hw[1]}x{preset.peak_hw[0]}, "
         "best of the timed runs, on each row's backend and settings",
         "results": results,

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from .errors import IRNError
+from .manifest import ModelManifest
 
-__all__ = ["model_macs", "conv_macs", "conv_peak_onnx", "PEAK_CHANNELS"]
+__all__ = ["model_macs", "direction_macs", "conv_macs", "conv_peak_onnx", "PEAK_CHANNELS"]
 
 #: Channels of the reference convolution (in = out); many more than IRN's 32-wide
 #: dense-block outputs, so the reference is what the backend's conv kernels can do.
@@ -74,6 +75,21 @@ def model_macs(architecture: Mapping[str, Any], hr_height: int, hr_width: int) -
         block = _dense_block_macs(rest, split, growth) + 2 * _dense_block_macs(split, rest, growth)
         total += pixels * blocks * block
     return total
+
+
+def direction_macs(manifest: ModelManifest, hr_height: int, hr_width: int) -> dict[str, int]:
+    """Multiply-adds of the down and up graphs over an HR image of this size.
+
+    The manifest's ``macs_per_lr_pixel`` (written by the exporter for every model
+    family) times the padded LR area; older manifests: :func:`model_macs` of their
+    IRN ``architecture``, the same for both directions.
+    """
+    if manifest.macs_per_lr_pixel is not None:
+        s = manifest.scale
+        pixels = -(-hr_height // s) * -(-hr_width // s)
+        return {d: manifest.macs_per_lr_pixel[d] * pixels for d in ("down", "up")}
+    macs = model_macs(manifest.architecture, hr_height, hr_width)
+    return {"down": macs, "up": macs}
 
 
 def conv_macs(channels: int, height: int, width: int) -> int:

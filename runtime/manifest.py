@@ -19,6 +19,11 @@ Tiling fields (LR pixels):
   included); never above ``halo``. The runtime's default overlap is its
   larger value (:attr:`ModelManifest.overlap_halo`), or ``halo`` without it.
 
+``macs_per_lr_pixel`` (optional, absent or null in older manifests): ``{"down": int,
+"up": int}``, the multiply-adds of each graph's convolutions per LR pixel, counted by
+the exporter while running the graphs (``irn-bench`` turns them into GFLOP/s; without
+the field it counts them from an IRN ``architecture``).
+
 ``lr_layout`` says what the LR carries (absent in older manifests: ``rgb``):
 ``rgb`` (plain IRN), ``rgb+alpha-code`` (IRN-A: a 4th, sigmoid-normalised
 channel that codes high frequencies; the graphs' LR has 4 channels),
@@ -109,6 +114,7 @@ class ModelManifest:
     parity: dict[str, Any] = field(default_factory=dict)
     effective_halo: dict[str, Any] | None = None  # see the module docstring
     lr_layout: str = "rgb"  # one of LR_LAYOUTS; see the module docstring
+    macs_per_lr_pixel: dict[str, int] | None = None  # see the module docstring
     format: str = MANIFEST_FORMAT
 
     @property
@@ -178,6 +184,7 @@ class ModelManifest:
             parity=dict(d.get("parity", {})),
             effective_halo=_effective_halo(d.get("effective_halo")),
             lr_layout=_lr_layout(d.get("lr_layout", "rgb")),
+            macs_per_lr_pixel=_macs(d.get("macs_per_lr_pixel")),
             format=d.get("format", MANIFEST_FORMAT),
         )
 
@@ -186,6 +193,17 @@ def _lr_layout(raw: Any) -> str:
     if raw not in LR_LAYOUTS:
         raise ValueError(f"lr_layout {raw!r} is not one of {', '.join(LR_LAYOUTS)}")
     return str(raw)
+
+
+def _macs(raw: Any) -> dict[str, int] | None:
+    if raw is None:
+        return None
+    macs = dict(raw)
+    for key in ("down", "up"):
+        value = macs.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"macs_per_lr_pixel.{key} must be a non-negative integer")
+    return {"down": macs["down"], "up": macs["up"]}
 
 
 def _effective_halo(raw: Any) -> dict[str, Any] | None:

@@ -20,7 +20,8 @@ from irn_trt.runtime.errors import IRNError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .models import InvertibleRescaler, IRNConfig, get_config
+from .configs import config_from_dict
+from .models import InvertibleRescaler, IRNConfig, Rescaler, build_model, get_config
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -49,7 +50,7 @@ def default_checkpoint(model_name: str = "irn_x4") -> Path:
 
 
 def save_checkpoint(
-    model: InvertibleRescaler, directory: str | os.PathLike[str], meta: dict[str, Any] | None = None
+    model: Rescaler, directory: str | os.PathLike[str], meta: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``directory`` (each atomically)."""
     directory = Path(directory)
@@ -102,9 +103,7 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     return hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
 
 
-def _check_state_dict(
-    state: dict[str, torch.Tensor], model: InvertibleRescaler, source: str
-) -> None:
+def _check_state_dict(state: dict[str, torch.Tensor], model: Rescaler, source: str) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -130,12 +129,13 @@ def _check_state_dict(
 
 def load_checkpoint(
     path: str | os.PathLike[str], expect_scale: int | None = None
-) -> tuple[InvertibleRescaler, dict[str, Any]]:
-    """Load a checkpoint directory; returns the model (eval mode) and its config dict."""
+) -> tuple[Rescaler, dict[str, Any]]:
+    """Load a checkpoint directory (any model family); returns the model (eval mode) and its
+    config dict."""
     directory = _checkpoint_dir(path)
     config = read_checkpoint_config(directory)
     try:
-        arch = IRNConfig.from_dict(config["architecture"])
+        arch = config_from_dict(config["architecture"])
     except (KeyError, TypeError, ValueError) as exc:
         raise IRNError(
             f"checkpoint {directory}: architecture in {CONFIG_FILE} is invalid ({exc})"
@@ -150,7 +150,7 @@ def load_checkpoint(
         raise IRNError(
             f"checkpoint {directory}: {WEIGHTS_FILE} is unreadable or corrupt ({exc})"
         ) from None
-    model = InvertibleRescaler(arch)
+    model = build_model(arch)
     _check_state_dict(state, model, f"checkpoint {directory}")
     model.load_state_dict(state)
     model.eval()
@@ -238,7 +238,10 @@ def import_reference_checkpoint(pth: str | os.PathLike[str], model_name: str) ->
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise IRNError(f"{pth}: not a state dict of tensors")
-    model = InvertibleRescaler(get_config(model_name))
+    config = get_config(model_name)
+    if not isinstance(config, IRNConfig):
+        raise IRNError(f"{model_name}: the reference implementation's layout is IRN's only")
+    model = InvertibleRescaler(config)
     model.load_state_dict(from_reference_state_dict(state, model, str(pth)))
     model.eval()
     return model

@@ -31,7 +31,7 @@ DEFAULT_VAL = "../shared/data/eval/Set5"
 _FIELDS = (
     "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
-    "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr", "lambda_code",
+    "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr", "lambda_code", "lambda_logdet",
 )  # fmt: skip
 
 
@@ -49,10 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-train --model irn_a_x4 --init-from weights/irn_x4 --run-dir runs/irn_a_x4\n"
         "  irn-train --model irn_m_x4 --stage code --init-from weights/irn_x4 \\\n"
         "            --run-dir runs/irn_m_x4_code           # IRN-M: pre-train its auto-encoder\n"
-        "  irn-train --model irn_m_x4 --init-from runs/irn_m_x4_code/last --run-dir runs/irn_m_x4",
+        "  irn-train --model irn_m_x4 --init-from runs/irn_m_x4_code/last --run-dir runs/irn_m_x4\n"
+        "  irn-train --model fgrn_x4 --run-dir runs/fgrn_x4 --threads 1   # FGRN (seed 002)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="recipe (default: cpu)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu",
+        help="recipe (default: cpu; "
+        "fgrn_* models get the seed's lr 3e-4 and larger crops, see FAMILY_PRESETS)",
+    )
     p.add_argument("--model", choices=list_models(), help="registry entry (default: irn_x4)")
     p.add_argument(
         "--data", action="append", help=f"image folder, repeatable (default: {DEFAULT_DATA})"
@@ -81,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-lr-psnr",
         type=float,
         help="best/ only takes checkpoints whose LR is at least this Y-PSNR vs bicubic on the "
-        "validation set (default: 40 dB, the papers' validity threshold)",
+        "validation set (default: 40 dB, the papers' validity threshold; 30 dB for fgrn_*, "
+        "whose LR is not meant to copy bicubic)",
     )
     p.add_argument(
         "--init-from",
@@ -92,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lambda-code",
         type=float,
         help="IRN-M: weight of the L2 error between z and its decoded side code (default: 1)",
+    )
+    p.add_argument(
+        "--lambda-logdet",
+        type=float,
+        help="FGRN: gamma, the weight of the flow module's log-determinant in its guidance "
+        "loss (default: 1e-3, seed 002)",
     )
     p.add_argument(
         "--stage",
@@ -142,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if config_path.exists():
             raise IRNError(f"{run_dir} already holds a run; use --resume or another --run-dir")
-        cfg = apply_preset(TrainConfig(), args.preset)
+        # The model first: a preset may differ per model family (FAMILY_PRESETS).
+        cfg = apply_preset(TrainConfig(model=given.get("model", TrainConfig.model)), args.preset)
         if args.stage:
             cfg = apply_stage(cfg, args.stage)
         data = tuple(args.data) if args.data else (DEFAULT_DATA,)

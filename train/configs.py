@@ -1,20 +1,28 @@
-"""The registry of named IRN configurations (``irn_x2`` ... ``irn_e_x4``), torch-free.
+"""The registry of named model configurations (``irn_x2`` ... ``fgrn_x4``), torch-free.
 
 A configuration says everything the builder in :mod:`irn_trt.train.models`
 needs; keeping it free of torch lets every CLI list the models in ``--help``
-without importing torch.
+without importing torch. Two families share the registry: :class:`IRNConfig`
+(one invertible network, seeds 000 / 001 / 004) and :class:`FGRNConfig` (an
+encoder, an invertible flow-guidance module and a decoder, seed 002). Both
+answer the same questions (``name``, ``scale``, ``task``, ``lr_channels``,
+``latent_channels``, ``alpha_channel``, ``latent_code``, ``default_lambda_guide``,
+``to_dict``); :func:`config_from_dict` reads either back from its ``to_dict``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "Stage",
     "LatentCode",
     "IRNConfig",
+    "FGRNConfig",
+    "ModelConfig",
+    "config_from_dict",
     "register_model",
     "list_models",
     "get_config",
@@ -69,6 +77,9 @@ class IRNConfig:
     sigmoid-normalised). ``latent_code`` (IRN-M): z is also compressed into a
     side code (see :class:`LatentCode`) from which ``up`` rebuilds it.
     """
+
+    #: The model family (:func:`config_from_dict` reads a dict without one as IRN).
+    family: ClassVar[str] = "irn"
 
     name: str
     stages: tuple[Stage, ...]
@@ -127,11 +138,111 @@ class IRNConfig:
         )
 
 
-_REGISTRY: dict[str, Callable[[], IRNConfig]] = {}
+@dataclass(frozen=True)
+class FGRNConfig:
+    """FGRN (seed 002): encoder G_d, invertible flow-guidance module F, decoder G_u.
+
+    Down: squeeze the HR (``scale`` x ``scale`` space-to-depth), a 3x3 conv to
+    ``features`` channels, ``encoder_blocks`` residual blocks, a 3x3 conv to 3
+    channels, the 8-bit quantiser (the representation x), then F: ``flow_cells``
+    affine coupling cells on x's 3 channels split ``flow_split`` / 3 - ``flow_split``,
+    every function a dense block of growth ``growth``, log-scales bounded by
+    ``clamp``. Up: F's inverse, the quantiser again (x is on the 8-bit grid, so a
+    small error of the inverse rounds away), a 3x3 conv to ``features``,
+    ``decoder_blocks`` residual blocks, pixel-shuffle upsampling, a 3x3 conv to RGB.
+    There is no latent: the LR alone is upscaled.
+    """
+
+    family: ClassVar[str] = "fgrn"
+
+    name: str
+    scale: int
+    encoder_blocks: int
+    decoder_blocks: int
+    features: int = 64
+    flow_cells: int = 4
+    flow_split: int = 1
+    growth: int = 32
+    clamp: float = 1.0
+    in_channels: int = 3
+    description: str = ""
+
+    # The LR layout questions every configuration answers: an RGB LR and nothing beside it.
+    alpha_channel: ClassVar[bool] = False
+    latent_code: ClassVar[LatentCode | None] = None
+
+    def __post_init__(self) -> None:
+        power_of_two = self.scale >= 2 and self.scale & (self.scale - 1) == 0
+        if not (power_of_two or self.scale == 3):
+            raise ValueError(f"FGRN scale must be a power of two or 3, got {self.scale}")
+        if not 0 < self.flow_split < self.in_channels:
+            raise ValueError(
+                f"flow_split must be in (0, {self.in_channels}), got {self.flow_split}"
+            )
+
+    @property
+    def task(self) -> Literal["rescale"]:
+        return "rescale"
+
+    @property
+    def lr_channels(self) -> int:
+        return self.in_channels
+
+    @property
+    def latent_channels(self) -> int:
+        return 0
+
+    @property
+    def default_lambda_guide(self) -> float:
+        """Seed 002, eq. 9: the L1 guidance term has weight 1 (gamma weighs the log-det)."""
+        return 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["family"] = self.family
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FGRNConfig:
+        if d.get("family") != cls.family:
+            raise ValueError(f"not an FGRN architecture (family {d.get('family')!r})")
+        return cls(
+            name=str(d["name"]),
+            scale=int(d["scale"]),
+            encoder_blocks=int(d["encoder_blocks"]),
+            decoder_blocks=int(d["decoder_blocks"]),
+            features=int(d.get("features", 64)),
+            flow_cells=int(d.get("flow_cells", 4)),
+            flow_split=int(d.get("flow_split", 1)),
+            growth=int(d.get("growth", 32)),
+            clamp=float(d.get("clamp", 1.0)),
+            in_channels=int(d.get("in_channels", 3)),
+            description=str(d.get("description", "")),
+        )
 
 
-def register_model(fn: Callable[[], IRNConfig]) -> Callable[[], IRNConfig]:
-    """Register a function returning an :class:`IRNConfig` under its ``name``."""
+#: A configuration of any family.
+ModelConfig = IRNConfig | FGRNConfig
+
+_FAMILIES: dict[str, type[IRNConfig] | type[FGRNConfig]] = {
+    IRNConfig.family: IRNConfig,
+    FGRNConfig.family: FGRNConfig,
+}
+
+
+def config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    """The configuration ``to_dict`` wrote (checkpoints, manifests); no ``family`` = IRN."""
+    family = d.get("family", IRNConfig.family)
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(_FAMILIES)}")
+    return _FAMILIES[family].from_dict(d)
+
+
+_REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
+
+
+def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
+    """Register a function returning a configuration (:data:`ModelConfig`) under its ``name``."""
     _REGISTRY[fn().name] = fn
     return fn
 
@@ -140,7 +251,7 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_config(name: str) -> IRNConfig:
+def get_config(name: str) -> ModelConfig:
     try:
         return _REGISTRY[name]()
     except KeyError:
@@ -240,4 +351,35 @@ def irn_color() -> IRNConfig:
         "irn_color",
         (Stage("ycbcr", 8),),
         description="IRN_color: invertible decolorization-colorization (YCbCr split, 8 blocks)",
+    )
+
+
+# --- FGRN (seed 002) -------------------------------------------------------------------
+# The seed gives the structure and the totals (x4 3.35 M, x2 1.33 M parameters), not the
+# widths. Derived here: EDSR-baseline residual blocks (64 features, the seed's [19]),
+# IRN's dense blocks (growth 32) in 4 flow cells splitting 1 / 2, EDSR's upsampler (one
+# conv + 2x pixel shuffle per factor 2); the encoder and decoder get the same depth,
+# 16 each at x4 (EDSR-baseline's 16) and 3 each at x2: 3,398,578 (+1.5 %) and
+# 1,309,874 (-1.5 %) learnable parameters (tests/test_fgrn.py derives the formula).
+
+
+@register_model
+def fgrn_x4() -> FGRNConfig:
+    return FGRNConfig(
+        "fgrn_x4",
+        scale=4,
+        encoder_blocks=16,
+        decoder_blocks=16,
+        description="FGRN x4: encoder (16 res. blocks) + 4 flow cells + decoder (16 res. blocks)",
+    )
+
+
+@register_model
+def fgrn_x2() -> FGRNConfig:
+    return FGRNConfig(
+        "fgrn_x2",
+        scale=2,
+        encoder_blocks=3,
+        decoder_blocks=3,
+        description="FGRN x2: encoder (3 res. blocks) + 4 flow cells + decoder (3 res. blocks)",
     )

@@ -22,7 +22,7 @@ from irn_trt.runtime.resize import imresize, modcrop
 from irn_trt.runtime.scales import lr_size
 from tqdm import tqdm
 
-from .models import InvertibleRescaler, quantize
+from .models import InvertibleRescaler, Rescaler, quantize
 
 __all__ = ["ImageScore", "evaluate_model", "evaluate_bicubic", "load_image_set", "summarize"]
 
@@ -49,7 +49,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_model(
-    model: InvertibleRescaler,
+    model: Rescaler,
     images: Sequence[tuple[str, np.ndarray]],
     z_samples: int = 0,
     seed: int = 0,

@@ -1,4 +1,7 @@
-"""IRN models; the registry of named configurations lives in :mod:`.configs` (re-exported)."""
+"""IRN and FGRN models; the registry of named configurations lives in :mod:`.configs`
+(re-exported). Both model classes downscale with ``forward(x) -> (y, z)`` and upscale
+with ``inverse(y, z)``; :func:`build_model` picks the class from the configuration's type.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ from irn_trt.runtime.metrics import LUMA_WEIGHTS
 from torch import nn
 
 from .configs import (
+    FGRNConfig,
     IRNConfig,
     LatentCode,
+    ModelConfig,
     Stage,
     get_config,
     list_models,
@@ -20,6 +25,9 @@ from .modules import (
     AlphaSigmoid,
     CouplingBlock,
     DenseBlock,
+    FGRNDecoder,
+    FGRNEncoder,
+    FlowGuidance,
     HaarDownsampling,
     LatentAutoencoder,
     LearnedDownsampling3,
@@ -30,7 +38,11 @@ __all__ = [
     "Stage",
     "LatentCode",
     "IRNConfig",
+    "FGRNConfig",
+    "ModelConfig",
     "InvertibleRescaler",
+    "FlowGuidedRescaler",
+    "Rescaler",
     "init_from_model",
     "luma",
     "register_model",
@@ -161,6 +173,80 @@ class InvertibleRescaler(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+class FlowGuidedRescaler(nn.Module):
+    """FGRN (seed 002): ``forward(x) -> (y, z)`` downscales, ``inverse(y) -> x`` upscales.
+
+    Down: x_rep = Q(G_d(x)), y = F(x_rep); up: G_u(Q(F^-1(y))), with Q the 8-bit
+    quantiser (seed 002, section 3.3: the representation is quantised like the LR, so
+    F's inverse of the 8-bit LR rounds back onto it). ``y`` is the unquantised LR
+    (RGB), as IRN's; ``z`` is always empty (0 channels) and ``inverse`` ignores it:
+    the interface of :class:`InvertibleRescaler`, so evaluation, export and the
+    runtime treat both alike. Training uses the parts (:meth:`represent`,
+    ``decoder``, ``fgm.forward_with_logdet``), see ``trainer.fgrn_losses``.
+    """
+
+    def __init__(self, config: FGRNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.scale = config.scale
+        self.in_channels = config.in_channels
+        self.lr_channels = config.lr_channels
+        self.latent_channels = 0
+        self.latent_code = None  # no side code: the LR is all that travels
+        c = config.in_channels
+        self.encoder = FGRNEncoder(config.scale, c, config.features, config.encoder_blocks, c)
+        self.fgm = FlowGuidance(
+            c, config.flow_cells, config.flow_split, config.growth, config.clamp
+        )
+        self.decoder = FGRNDecoder(config.scale, c, config.features, config.decoder_blocks, c)
+
+    def check_size(self, height: int, width: int) -> None:
+        if height % self.scale or width % self.scale:
+            raise ValueError(
+                f"image size {width}x{height} is not divisible by the scale {self.scale}; "
+                f"crop or pad it to a multiple of {self.scale} first"
+            )
+
+    def represent(self, x: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
+        """The quantised representation x_rep = Q(G_d(x)) (STE gradient when training)."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+        self.check_size(x.shape[2], x.shape[3])
+        return quantize(self.encoder(x), straight_through)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.fgm(self.represent(x))
+        return y, y.new_zeros(y.shape[0], 0, *y.shape[2:])
+
+    def recover_representation(self, y: torch.Tensor) -> torch.Tensor:
+        """Q(F^-1(y)): the representation the decoder upscales, back on the 8-bit grid."""
+        if y.ndim != 4 or y.shape[1] != self.lr_channels:
+            raise ValueError(f"expected (B, {self.lr_channels}, h, w) LR, got {tuple(y.shape)}")
+        return quantize(self.fgm.inverse(y))
+
+    def inverse(self, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Upscale the LR ``y``; ``z`` is accepted for the common interface and unused."""
+        return self.decoder(self.recover_representation(y))
+
+    def reconstruction_latent(
+        self, z: torch.Tensor, straight_through: bool = False
+    ) -> torch.Tensor | None:
+        return None
+
+    def num_learnable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+#: A model of any family.
+Rescaler = InvertibleRescaler | FlowGuidedRescaler
+
+#: The model class of each configuration type (what :func:`build_model` builds).
+_MODEL_CLASSES: dict[type, type[nn.Module]] = {
+    IRNConfig: InvertibleRescaler,
+    FGRNConfig: FlowGuidedRescaler,
+}
+
+
 def _dense_block_from(
     target: DenseBlock,
     source: DenseBlock,
@@ -202,6 +288,11 @@ def init_from_model(target: InvertibleRescaler, source: InvertibleRescaler) -> I
     the channels it shares with IRN, and the weights that read or write the alpha
     start at zero, so the alpha starts as the pre-split mean, carried unchanged.
     """
+    if not isinstance(target, InvertibleRescaler) or not isinstance(source, InvertibleRescaler):
+        raise ValueError(
+            f"cannot start {target.config.name} from {source.config.name}: "
+            "only IRN-A / IRN-M start from a plain IRN"
+        )
     t_cfg, s_cfg = target.config, source.config
     if t_cfg.stages != s_cfg.stages or t_cfg.in_channels != s_cfg.in_channels:
         raise ValueError(f"cannot start {t_cfg.name} from {s_cfg.name}: different architecture")
@@ -236,10 +327,14 @@ def init_from_model(target: InvertibleRescaler, source: InvertibleRescaler) -> I
     return target
 
 
-def build_model(name: str | IRNConfig) -> InvertibleRescaler:
-    """Build a freshly initialised model from a registry name or a config."""
-    config = name if isinstance(name, IRNConfig) else get_config(name)
-    return InvertibleRescaler(config)
+def build_model(name: str | ModelConfig) -> Rescaler:
+    """Build a freshly initialised model from a registry name or a config (any family)."""
+    config = get_config(name) if isinstance(name, str) else name
+    try:
+        cls = _MODEL_CLASSES[type(config)]
+    except KeyError:
+        raise ValueError(f"no model class for configuration {type(config).__name__}") from None
+    return cls(config)  # type: ignore[return-value]
 
 
 def randomize_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Building blocks of the Invertible Rescaling Network.
+"""Building blocks of the Invertible Rescaling Network (and of FGRN, seed 002).
 
 Each module has explicit constructor arguments and two explicit directions,
 ``forward`` and ``inverse``; nothing is switched by a flag.
@@ -20,6 +20,13 @@ __all__ = [
     "AlphaPreSplit",
     "AlphaSigmoid",
     "LatentAutoencoder",
+    "SpaceToDepth",
+    "ResBlock",
+    "PixelShuffleUpsampler",
+    "FGRNEncoder",
+    "FGRNDecoder",
+    "FlowCell",
+    "FlowGuidance",
 ]
 
 
@@ -374,3 +381,147 @@ class LatentAutoencoder(nn.Module):
             if i < last:
                 x = self.act(x)
         return x[:, :, :height, :width]
+
+
+# --- FGRN (seed 002): encoder, flow-guidance module, decoder ----------------------------
+
+
+class SpaceToDepth(nn.Module):
+    """FGRN's squeeze: (B, C, fH, fW) -> (B, f²C, H, W), lossless; channel c*f² + dy*f + dx."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(x, self.factor)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(y, self.factor)
+
+
+class ResBlock(nn.Module):
+    """EDSR's residual block: conv 3x3, ReLU, conv 3x3, times ``res_scale``, plus the input."""
+
+    def __init__(self, features: int, res_scale: float = 1.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, 1, 1)
+        self.conv2 = nn.Conv2d(features, features, 3, 1, 1)
+        self.act = nn.ReLU()
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(x))) * self.res_scale
+
+
+class PixelShuffleUpsampler(nn.Module):
+    """EDSR's upsampler: per factor 2 (or one 3), a 3x3 conv to f² x the features, then a
+    pixel shuffle. The shuffle exports as ONNX ``DepthToSpace`` (mode CRD)."""
+
+    def __init__(self, scale: int, features: int) -> None:
+        super().__init__()
+        if scale == 3:
+            factors = [3]
+        elif scale >= 2 and scale & (scale - 1) == 0:
+            factors = [2] * (scale.bit_length() - 1)
+        else:
+            raise ValueError(f"the upsampler needs a scale of 3 or a power of two, got {scale}")
+        self.factors = tuple(factors)
+        self.convs = nn.ModuleList(nn.Conv2d(features, features * f * f, 3, 1, 1) for f in factors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for f, conv in zip(self.factors, self.convs, strict=True):
+            x = F.pixel_shuffle(conv(x), f)
+        return x
+
+
+class FGRNEncoder(nn.Module):
+    """G_d: squeeze, a 3x3 conv to ``features``, ``blocks`` residual blocks (with EDSR's
+    global skip), a 3x3 conv to ``out_channels``: the (unquantised) representation."""
+
+    def __init__(
+        self, scale: int, in_channels: int, features: int, blocks: int, out_channels: int
+    ) -> None:
+        super().__init__()
+        self.scale = scale
+        self.squeeze = SpaceToDepth(scale)
+        self.head = nn.Conv2d(in_channels * scale * scale, features, 3, 1, 1)
+        self.body = nn.Sequential(*(ResBlock(features) for _ in range(blocks)))
+        self.tail = nn.Conv2d(features, out_channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(self.squeeze(x))
+        return self.tail(h + self.body(h))
+
+
+class FGRNDecoder(nn.Module):
+    """G_u: a 3x3 conv to ``features``, ``blocks`` residual blocks (global skip), the
+    pixel-shuffle upsampler, a 3x3 conv to ``out_channels``."""
+
+    def __init__(
+        self, scale: int, in_channels: int, features: int, blocks: int, out_channels: int
+    ) -> None:
+        super().__init__()
+        self.scale = scale
+        self.head = nn.Conv2d(in_channels, features, 3, 1, 1)
+        self.body = nn.Sequential(*(ResBlock(features) for _ in range(blocks)))
+        self.upsample = PixelShuffleUpsampler(scale, features)
+        self.tail = nn.Conv2d(features, out_channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        return self.tail(self.upsample(h + self.body(h)))
+
+
+class FlowCell(CouplingBlock):
+    """One cell of FGRN's flow-guidance module (seed 002, eq. 5 / 6).
+
+    The seed's cell is IRN's affine coupling with an augmented (additive) identity
+    branch: l1' = l1 + alpha(l2), l2' = l2 * exp(beta(l1')) + phi(l1'), with dense
+    blocks for alpha / beta / phi (``f`` / ``h`` / ``g`` here) and beta bounded as
+    in IRN (clamp * (2 sigmoid - 1)). ``forward_with_logdet`` also returns the
+    log-determinant of the Jacobian, the sum of beta over l2's elements.
+    """
+
+    def forward_with_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x1, x2 = x[:, : self.split], x[:, self.split :]
+        y1 = x1 + self.f(x2)
+        log_scale = self.clamp * (torch.sigmoid(self.h(y1)) * 2.0 - 1.0)
+        y2 = x2 * torch.exp(log_scale) + self.g(y1)
+        return torch.cat((y1, y2), dim=1), log_scale.sum(dim=(1, 2, 3))
+
+
+class FlowGuidance(nn.Module):
+    """FGRN's FGM: ``cells`` flow cells on ``channels`` channels, F = f_K o ... o f_1.
+
+    A fresh module is the identity (every dense block's last conv starts at zero).
+    """
+
+    def __init__(
+        self,
+        channels: int = 3,
+        cells: int = 4,
+        split: int = 1,
+        growth: int = 32,
+        clamp: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList(FlowCell(channels, split, growth, clamp) for _ in range(cells))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for cell in self.cells:
+            x = cell(x)
+        return x
+
+    def forward_with_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """F(x) and the sum over the cells of log|det J| per sample (shape (B,))."""
+        logdet = x.new_zeros(x.shape[0])
+        for cell in self.cells:
+            x, ld = cell.forward_with_logdet(x)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        for cell in reversed(self.cells):
+            y = cell.inverse(y)
+        return y

@@ -27,7 +27,15 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CropSampler, load_folders
 from .evaluate import evaluate_model, load_image_set, summarize
-from .models import InvertibleRescaler, build_model, init_from_model, luma, quantize
+from .models import (
+    FlowGuidedRescaler,
+    InvertibleRescaler,
+    Rescaler,
+    build_model,
+    init_from_model,
+    luma,
+    quantize,
+)
 from .recipe import (
     LR_VALID_PSNR_DB,
     PRESETS,
@@ -53,7 +61,9 @@ __all__ = [
     "apply_preset",
     "apply_stage",
     "code_losses",
+    "fgrn_losses",
     "irn_losses",
+    "model_losses",
 ]
 
 # NHWC: oneDNN's CPU convolutions (forward and backward) run about 1.2x faster in it for
@@ -114,6 +124,56 @@ def irn_losses(
     return LossTerms(total, terms, rec)
 
 
+def fgrn_losses(
+    model: FlowGuidedRescaler,
+    hr: torch.Tensor,
+    lr_guide: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator | None = None,
+) -> LossTerms:
+    """Seed 002, section 3.4: two objectives on disjoint parameters, summed.
+
+    ``recon`` (eq. 7): L1 between the HR and G_u(Q(G_d(HR))), end to end through the
+    straight-through quantiser; nothing guides the encoder towards a bicubic LR.
+    ``guide`` (eq. 9): L1 between F(x_rep) and the bicubic LR, with x_rep detached
+    so that only the flow module F learns from it; ``distr`` is eq. 9's
+    -gamma * sum of the cells' log|det J| (gamma = ``cfg.lambda_logdet``, 1e-3).
+    Sums over C, H, W averaged over the batch, as for IRN. ``generator`` is unused
+    (no latent to sample); it keeps :func:`irn_losses`' signature.
+    """
+    b = hr.shape[0]
+    lam_guide = (
+        cfg.lambda_guide if cfg.lambda_guide is not None else model.config.default_lambda_guide
+    )
+    rep = model.represent(hr, straight_through=True)
+    rec = model.decoder(rep)
+    l_recon = cfg.lambda_recon * torch.sum(torch.abs(hr - rec)) / b
+    lr, logdet = model.fgm.forward_with_logdet(rep.detach())
+    l_guide = lam_guide * torch.sum(torch.abs(lr - lr_guide)) / b
+    l_logdet = -cfg.lambda_logdet * torch.sum(logdet) / b
+    total = l_recon + l_guide + l_logdet
+    terms = {"recon": l_recon.item(), "guide": l_guide.item(), "distr": l_logdet.item()}
+    return LossTerms(total, terms, rec)
+
+
+#: The stage-1 losses of each model class (what :func:`model_losses` runs).
+_LOSSES: dict[type, Callable[..., LossTerms]] = {
+    InvertibleRescaler: irn_losses,
+    FlowGuidedRescaler: fgrn_losses,
+}
+
+
+def model_losses(
+    model: Rescaler,
+    hr: torch.Tensor,
+    lr_guide: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator | None = None,
+) -> LossTerms:
+    """The stage-1 losses of ``model``'s family (:func:`irn_losses` or :func:`fgrn_losses`)."""
+    return _LOSSES[type(model)](model, hr, lr_guide, cfg, generator)
+
+
 def code_losses(model: InvertibleRescaler, hr: torch.Tensor, cfg: TrainConfig) -> LossTerms:
     """Stage ``code``: IRN-M's auto-encoder alone, L2 between z and its decoded code.
 
@@ -166,6 +226,8 @@ class Trainer:
             self.model = _initial_model(cfg.model, cfg.init_from)
         else:
             self.model = build_model(cfg.model)
+        if cfg.stage == "plus" and not isinstance(self.model, InvertibleRescaler):
+            raise IRNError(f"--stage plus fine-tunes an IRN (IRN+); {cfg.model} has no such stage")
         self.model.to(memory_format=TRAIN_MEMORY_FORMAT)
         self.model.train()
         trained = self.model.parameters()
@@ -280,7 +342,7 @@ class Trainer:
         cfg = self.cfg
 
         def pixel_losses(m: InvertibleRescaler, h: torch.Tensor, g: torch.Tensor) -> LossTerms:
-            return irn_losses(m, h, g, cfg, self.generator)
+            return model_losses(m, h, g, cfg, self.generator)
 
         total, terms = self.plus.train_step(
             self.model, self.optimizer, self.scheduler, self.step, hr, lr_guide, pixel_losses
@@ -351,7 +413,7 @@ class Trainer:
                     if cfg.stage == "code":
                         losses = code_losses(self.model, hr, cfg)
                     else:
-                        losses = irn_losses(self.model, hr, lr_guide, cfg, self.generator)
+                        losses = model_losses(self.model, hr, lr_guide, cfg, self.generator)
                     self.optimizer.zero_grad(set_to_none=True)
                     losses.total.backward()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
