@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-trt-run photo.jpg --backend trt --tile 768x512 --batch 2 --cache-dir /data/engines"
         "\n                                               # engines of irn-build, same flags\n"
         "  irn-trt-run photo.jpg --scale 2.5 -o out/     # irn_x3 (else irn_x4) + bicubic\n"
+        "  irn-trt-run photo.jpg --server http://127.0.0.1:8000 -o out/   # on an irn-serve\n"
         "\n"
         "output names: <stem>_lr.png, <stem>_hr.png (a trailing _lr dropped), "
         "<stem>_roundtrip.png;\n"
@@ -159,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="PATH", help="write a JSON summary to PATH ('-' = stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="run on an irn-serve at URL (http://HOST:PORT or grpc://HOST:PORT) instead of "
+        "here: same outputs; --model picks the served model, --tile the square tile of images "
+        "too large for one 4 MiB message (irn_trt.runtime.client)",
+    )
     add_engine_arguments(p)
     return p
 
@@ -433,6 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stderr_line(f"{PROG}: error: {msg}")
 
     json_path = _check_json_target(args.json) if args.json else None
+    if args.server:
+        from .client import connect_for_cli
+
+        rescaler = connect_for_cli(args, info)
+        return _run_and_close(args, rescaler, json_path, info, warn, error, progress)
     rescaler = Rescaler.load(
         args.model_dir,
         model=args.model,
@@ -446,6 +459,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log=info,
         options=engine_options_from_args(args, prog=PROG),
     )
+    return _run_and_close(args, rescaler, json_path, info, warn, error, progress)
+
+
+def _run_and_close(
+    args: argparse.Namespace,
+    rescaler: Rescaler,
+    json_path: Path | None,
+    info: Callable[[str], None],
+    warn: Callable[[str], None],
+    error: Callable[[str], None],
+    progress: bool,
+) -> int:
     try:
         return _run_batch(args, rescaler, json_path, info, warn, error, progress)
     finally:  # sessions, engines and GPU buffers are released on every way out
