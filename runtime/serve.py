@@ -136,7 +136,7 @@ class ServeConfig:
             if not 0 <= port < 65536:
                 raise IRNError(f"--{name.replace('_', '-')} {port} is not a TCP port")
         if self.max_batch < 1:
-            raise IRNError(f"--max-batch must be at least 1, got {self.max_batch}")
+            raise IRNError(f"--max-batch-size must be at least 1, got {self.max_batch}")
         if self.max_queue < 1:
             raise IRNError(f"--max-queue must be at least 1, got {self.max_queue}")
         if self.max_pixels < 1:

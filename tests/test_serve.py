@@ -93,6 +93,16 @@ def test_stub_environment_puts_this_libpython_first(tmp_path: Path) -> None:
     assert env["A"] == "1"
 
 
+def test_irn_serve_usage_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    from irn_trt.runtime import serve
+
+    assert serve.main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert serve.main([str(tmp_path), "--max-batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--max-batch-size must be at least 1" in err
+
+
 # --- the server ---------------------------------------------------------------------------
 
 

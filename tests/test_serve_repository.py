@@ -253,3 +253,15 @@ def test_repository_refuses_what_it_cannot_serve(tmp_model_dir, tmp_path: Path) 
         write_repository([d], tmp_path / "repo")
     with pytest.raises(IRNError, match="--repo-tile"):
         write_repository([tmp_model_dir.path], tmp_path / "repo2", tile_hr=64)
+
+
+def test_irn_serve_write_repository_cli(tmp_model_dir, tmp_path: Path, capsys) -> None:
+    from irn_trt.runtime import serve
+
+    out = tmp_path / "models"
+    argv = [str(tmp_model_dir.path), "--write-repository", str(out), "--repo-kind", "onnxruntime"]
+    assert serve.main([*argv, "--max-batch-size", "2", "--instances", "3"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(out / "irn_x4.down_tile" / "1" / "model.onnx") in printed
+    cfg = _parse(out / "irn_x4.down_tile" / "config.pbtxt")
+    assert cfg.max_batch_size == 2 and cfg.instance_group[0].count == 3
