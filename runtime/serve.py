@@ -62,6 +62,7 @@ __all__ = [
     "ServeConfig",
     "ServedModel",
     "build_parser",
+    "check_port",
     "free_port",
     "main",
     "model_names",
@@ -93,6 +94,17 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def check_port(host: str, port: int, flag: str) -> None:
+    """Refuse, in one line, a port something else listens on (Triton would fail late)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise IRNError(
+                f"{flag} {port}: cannot listen on {host}:{port} ({exc.strerror})"
+            ) from None
 
 
 def stub_environment(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -345,7 +357,14 @@ def run_server(
             outputs=[Tensor(name="info", dtype=np.bytes_, shape=(1,))],
             config=ModelConfig(batching=False),
         )
-        triton.run()
+        try:
+            triton.run()
+        except Exception as exc:  # PyTriton's timeouts and client errors: say it in one line
+            text = str(exc).strip().splitlines()
+            raise IRNError(
+                f"Triton Inference Server did not start ({type(exc).__name__}"
+                f"{': ' + text[0] if text else ''}); see its log above"
+            ) from None
         info = {"pid": os.getpid(), "models": [*names, INFO_MODEL], **config.urls()}
         if on_ready is not None:
             on_ready(info)
@@ -545,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_verbose=1 if args.verbose else 0,
     )
     _pytriton()  # the extra is missing: say so before loading any model
+    for flag in ("http_port", "grpc_port", "metrics_port"):
+        if getattr(config, flag):
+            check_port(config.host, getattr(config, flag), "--" + flag.replace("_", "-"))
     engine = engine_options_from_args(args, prog=PROG)
     max_memory = _memory_arg(args.max_memory) if args.max_memory else None
     served: list[ServedModel] = []

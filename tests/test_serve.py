@@ -101,6 +101,12 @@ def test_irn_serve_usage_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert serve.main([str(tmp_path), "--max-batch-size", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--max-batch-size must be at least 1" in err
+    with socket.socket() as busy:  # a port in use: refused before anything loads
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert serve.main([str(tmp_path), "--grpc-port", str(port)]) == 2
+    assert f"--grpc-port {port}: cannot listen" in capsys.readouterr().err
 
 
 # --- the server ---------------------------------------------------------------------------
