@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "\n                                               # engines of irn-build, same flags\n"
         "  irn-trt-run photo.jpg --scale 2.5 -o out/     # irn_x3 (else irn_x4) + bicubic\n"
         "  irn-trt-run photo.jpg --model irn_color -o out/  # decolorize -> out/photo_gray.png\n"
+        "  irn-trt-run photo.jpg --server http://127.0.0.1:8000 -o out/   # on an irn-serve\n"
         "\n"
         "models that decolorize (irn_color): down = decolorize (an 8-bit grey PNG), up = "
         "colorize;\noutputs <stem>_gray.png, <stem>_color.png, <stem>_roundtrip.png "
@@ -178,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="PATH", help="write a JSON summary to PATH ('-' = stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="run on an irn-serve at URL (http://HOST:PORT or grpc://HOST:PORT) instead of "
+        "here: same outputs; --model picks the served model, --tile the square tile of images "
+        "too large for one 4 MiB message (irn_trt.runtime.client)",
+    )
     add_engine_arguments(p)
     return p
 
@@ -462,6 +470,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stderr_line(f"{PROG}: error: {msg}")
 
     json_path = _check_json_target(args.json) if args.json else None
+    if args.server:
+        from .client import connect_for_cli
+
+        rescaler = connect_for_cli(args, info)
+        return _run_and_close(args, rescaler, json_path, info, warn, error, progress)
     rescaler = Rescaler.load(
         args.model_dir,
         model=args.model,
@@ -476,6 +489,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log=info,
         options=engine_options_from_args(args, prog=PROG),
     )
+    return _run_and_close(args, rescaler, json_path, info, warn, error, progress)
+
+
+def _run_and_close(
+    args: argparse.Namespace,
+    rescaler: Rescaler,
+    json_path: Path | None,
+    info: Callable[[str], None],
+    warn: Callable[[str], None],
+    error: Callable[[str], None],
+    progress: bool,
+) -> int:
     try:
         return _run_batch(args, rescaler, json_path, info, warn, error, progress)
     finally:  # sessions, engines and GPU buffers are released on every way out

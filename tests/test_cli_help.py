@@ -19,6 +19,8 @@ CLIS = {
     "irn-build": "irn_trt.runtime.build_cli",
     "irn-bench": "irn_trt.runtime.bench",
     "irn-doctor": "irn_trt.runtime.doctor",
+    "irn-serve": "irn_trt.runtime.serve",
+    "irn-serve-bench": "irn_trt.runtime.serve_bench",
 }
 
 _PROBE = """
