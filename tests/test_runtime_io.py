@@ -159,7 +159,7 @@ def test_probe_reads_size_and_metadata_without_decoding(tmp_path: Path, bird: Im
     [
         (np.zeros((0, 5, 3), np.uint8), "empty image"),
         (np.zeros((4, 0), np.uint8), "empty image"),
-        (np.zeros((4, 4, 2), np.uint8), "HxW, HxWx3 or HxWx4"),
+        (np.zeros((4, 4, 5), np.uint8), "HxW, HxWx2, HxWx3 or HxWx4"),
         (np.zeros((4, 4, 3), np.float32), "uint8"),
     ],
 )
