@@ -16,14 +16,12 @@ island like IRN's coupling blocks (``GraphSpec.coupling_fp32``).
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from irn_trt.train.models import FlowGuidedRescaler
 from torch import nn
 
-from .graphs import GraphSpec, ZPolicy, _image_in, _image_out
+from .graphs import GraphSpec, ZPolicy, _image_in, _image_out, frozen_copy
 
 __all__ = ["FGRNDownGraph", "FGRNUpGraph", "squeeze_weight"]
 
@@ -53,10 +51,7 @@ class _FGRNNet(nn.Module):
 
     def __init__(self, model: FlowGuidedRescaler, spec: GraphSpec) -> None:
         super().__init__()
-        net = copy.deepcopy(model).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        net = net.to(spec.dtype)
+        net = frozen_copy(model, spec.dtype)
         self.spec = spec
         self.scale = model.scale
         self.encoder = net.encoder

@@ -41,6 +41,7 @@ __all__ = [
     "UpGraph",
     "learned3_weights",
     "channel_mix_weights",
+    "frozen_copy",
 ]
 
 IOKind = Literal["uint8", "float32"]
@@ -104,15 +105,20 @@ def channel_mix_weights(step: YCbCrSplit | AlphaPreSplit) -> tuple[torch.Tensor,
     return fwd[:, :, None, None], bwd[:, :, None, None]
 
 
+def frozen_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` in ``dtype``, in eval mode, without gradients (what a graph traces)."""
+    net = copy.deepcopy(model).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.to(dtype)
+
+
 class _Steps(nn.Module):
     """The model's steps with the downsamplers' kernels precomputed for one dtype."""
 
     def __init__(self, model: InvertibleRescaler, spec: GraphSpec) -> None:
         super().__init__()
-        net = copy.deepcopy(model).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        net = net.to(spec.dtype)
+        net = frozen_copy(model, spec.dtype)
         self.spec = spec
         self.lr_channels = model.lr_channels
         self.z_channels = model.latent_channels
