@@ -198,3 +198,24 @@ def run_cli(*args: str) -> int:
     from irn_trt.runtime.cli import main as run_main
 
     return run_main([*args, "--backend", "ort-cpu", "--quiet"])
+
+
+def _sample_engine_key():  # imports lazily: conftest stays light
+    from irn_trt.runtime.engine_cache import EngineKey
+
+    return EngineKey(
+        model="irn_x4",
+        direction="down",
+        precision="fp16",
+        graph_sha256="ab" * 32,
+        trt_version="10.13.3.9",
+        gpu_name="NVIDIA H100 80GB HBM3",
+        compute_capability="9.0",
+        profile="hr:1x4x4x3/1x512x512x3/1x512x512x3",
+        workspace_bytes=4 << 30,
+        opt_level=3,
+    )
+
+
+#: One engine-cache key for the tests of the cache and of the plugin fingerprint.
+SAMPLE_ENGINE_KEY = _sample_engine_key()

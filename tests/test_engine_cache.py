@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE_ENGINE_KEY as KEY
 from irn_trt.runtime.engine_cache import (
     MARKER_FILE,
     CorruptCacheEntryError,
@@ -21,19 +22,6 @@ from irn_trt.runtime.engine_cache import (
     default_cache_dir,
 )
 from irn_trt.runtime.errors import IRNError
-
-KEY = EngineKey(
-    model="irn_x4",
-    direction="down",
-    precision="fp16",
-    graph_sha256="ab" * 32,
-    trt_version="10.13.3.9",
-    gpu_name="NVIDIA H100 80GB HBM3",
-    compute_capability="9.0",
-    profile="hr:1x4x4x3/1x512x512x3/1x512x512x3",
-    workspace_bytes=4 << 30,
-    opt_level=3,
-)
 
 
 class Recorder:

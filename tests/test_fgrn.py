@@ -37,7 +37,7 @@ from irn_trt.train.models import (
 from irn_trt.train.modules import FlowGuidance
 from irn_trt.train.recipe import TrainConfig, apply_preset
 from irn_trt.train.trainer import Trainer, fgrn_losses, model_losses
-from train_support import params_equal, read_log, tiny_val_folder
+from train_support import params_equal, read_log, straight_and_split_runs, tiny_val_folder
 from train_support import tiny_config as tiny_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -230,14 +230,7 @@ def test_a_few_steps_lower_the_loss(tmp_path: Path, images: list[np.ndarray]) ->
 
 def test_resume_is_bit_identical(tmp_path: Path, images: list[np.ndarray]) -> None:
     cfg = fgrn_train_config(crop=16)
-    straight = Trainer(cfg, tmp_path / "straight", progress=False)
-    straight.run(images, max_steps=4)
-    first = Trainer(cfg, tmp_path / "split", progress=False)
-    first.run(images, max_steps=2)
-    second = Trainer(cfg, tmp_path / "split", progress=False)
-    second.resume()
-    assert second.step == 2
-    second.run(images, max_steps=2)
+    straight, first, second = straight_and_split_runs(cfg, tmp_path, images)
     assert params_equal(second.model, straight.model)
     assert not params_equal(first.model, straight.model)
     losses = lambda d: [r["loss"] for r in read_log(d)]  # noqa: E731

@@ -14,23 +14,11 @@ from pathlib import Path
 
 import irn_trt.plugins
 import pytest
+from conftest import SAMPLE_ENGINE_KEY as KEY
 from irn_trt.plugins import FINGERPRINT_SOURCES, fingerprint
-from irn_trt.runtime.engine_cache import EngineCache, EngineKey, plugin_fingerprint_for
+from irn_trt.runtime.engine_cache import EngineCache, plugin_fingerprint_for
 
 PLUGIN_DIR = Path(irn_trt.plugins.__file__).parent
-
-KEY = EngineKey(
-    model="irn_x4",
-    direction="down",
-    precision="fp16",
-    graph_sha256="ab" * 32,
-    trt_version="10.13.3",
-    gpu_name="NVIDIA H100 80GB HBM3",
-    compute_capability="9.0",
-    profile="hr:1x3x64x64/1x3x64x64/2x3x64x64",
-    workspace_bytes=1 << 30,
-    opt_level=3,
-)
 
 
 def _sources() -> dict[str, bytes]:

@@ -35,6 +35,7 @@ from irn_trt.train.trainer import (
 from train_support import (
     params_equal,
     read_log,
+    straight_and_split_runs,
     tiny_config,
     tiny_val_folder,
 )
@@ -87,15 +88,7 @@ def test_a_few_steps_lower_the_loss(tmp_path: Path, images: list[np.ndarray]) ->
 def test_resume_is_bit_identical(tmp_path: Path, images: list[np.ndarray]) -> None:
     # Gaussian z in the reconstruction pass exercises the saved generator state too.
     cfg = tiny_config(crop=16, train_z="gaussian")
-    straight = Trainer(cfg, tmp_path / "straight", progress=False)
-    straight.run(images, max_steps=4)
-
-    first = Trainer(cfg, tmp_path / "split", progress=False)
-    first.run(images, max_steps=2)
-    second = Trainer(cfg, tmp_path / "split", progress=False)
-    second.resume()
-    assert second.step == 2
-    second.run(images, max_steps=2)
+    straight, first, second = straight_and_split_runs(cfg, tmp_path, images)
 
     assert second.step == straight.step == 4
     assert params_equal(second.model, straight.model)

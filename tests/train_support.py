@@ -64,6 +64,22 @@ def tiny_config(**overrides: object) -> TrainConfig:
     return replace(cfg, **overrides)
 
 
+def straight_and_split_runs(cfg: TrainConfig, root: Path, images: list[np.ndarray]) -> tuple:
+    """Four steps in one go (``root/straight``) and two + a resumed two (``root/split``):
+    returns (straight, first half, resumed second half) trainers."""
+    from irn_trt.train.trainer import Trainer
+
+    straight = Trainer(cfg, root / "straight", progress=False)
+    straight.run(images, max_steps=4)
+    first = Trainer(cfg, root / "split", progress=False)
+    first.run(images, max_steps=2)
+    second = Trainer(cfg, root / "split", progress=False)
+    second.resume()
+    assert second.step == 2
+    second.run(images, max_steps=2)
+    return straight, first, second
+
+
 def read_log(run_dir: Path) -> list[dict[str, str]]:
     """The rows of a run's ``log.csv``."""
     with (run_dir / "log.csv").open() as fh:
