@@ -386,15 +386,15 @@ def _onnxruntime_info() -> dict[str, Any]:
 
 
 def _cpu_info() -> dict[str, Any]:
-    model, flags = None, set()
+    from .backends.ov_cpu import cpu_flags
+
+    model, flags = None, cpu_flags()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and model is None:
+            if key.strip() == "model name":
                 model = value.strip()
-            elif key == "flags" and not flags:
-                flags = set(value.split())
+                break
     features = {
         f: f in flags
         for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")

@@ -58,6 +58,40 @@ def test_requesting_trt_without_gpu_is_one_line(tmp_model_dir) -> None:
     assert "\n" not in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("flags", "openvino_lists_bf16", "expected"),
+    [
+        ({"avx512f", "avx512_bf16"}, True, "fp32"),  # AVX512-BF16 alone: measured slower
+        ({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, True, "bf16"),
+        ({"avx512f", "amx_bf16"}, False, "fp32"),  # OpenVINO must list BF16 as well
+        (set(), False, "fp32"),
+    ],
+)
+def test_ov_cpu_auto_precision_is_bf16_only_with_amx(
+    tmp_model_dir, monkeypatch, flags, openvino_lists_bf16, expected
+) -> None:
+    from irn_trt.runtime.backends import ov_cpu
+
+    if candidates_reason("ov-cpu") is not None:
+        pytest.skip("openvino is not installed")
+    monkeypatch.setattr(ov_cpu, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(ov_cpu, "cpu_supports_bf16", lambda: openvino_lists_bf16)
+    sel, _ = select_backend("ov-cpu", "auto", tmp_model_dir.manifest)
+    assert sel.precision == expected
+
+
+def test_cpu_flags_reads_this_machine() -> None:
+    from irn_trt.runtime.backends.ov_cpu import cpu_flags
+
+    flags = cpu_flags()
+    # Every x86-64 CPU has SSE2; elsewhere /proc/cpuinfo has no x86 flags line.
+    assert "sse2" in flags or not any(f.startswith("sse") for f in flags)
+
+
+def candidates_reason(name: str) -> str | None:
+    return {c.name: c.reason for c in candidates()}[name]
+
+
 def test_precision_checks(tmp_model_dir) -> None:
     m = tmp_model_dir.manifest
     with pytest.raises(IRNError, match="does not run bf16"):

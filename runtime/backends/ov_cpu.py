@@ -1,8 +1,9 @@
 """``ov-cpu``: OpenVINO on the CPU, FP32 or BF16 (inference precision hint).
 
 The fastest CPU path measured here (IRN x4 down, 960x544, 2 threads: ORT CPU
-3.6 s, OpenVINO FP32 1.9 s, OpenVINO BF16 1.0 s). BF16 needs a CPU that
-OpenVINO reports as BF16-capable (AVX512-BF16 or AMX).
+3.6 s, OpenVINO FP32 1.9 s, OpenVINO BF16 1.0 s on a CPU with AMX). BF16 needs a
+CPU that OpenVINO reports as BF16-capable (AVX512-BF16 or AMX); it is the default
+only with AMX (see :func:`bf16_by_default`).
 
 Compiled models are cached (OpenVINO's ``CACHE_DIR`` property) under
 ``$XDG_CACHE_HOME/irn-trt/openvino`` (or ``BackendOptions.cache_dir``), so a second
@@ -22,9 +23,22 @@ from ..engine_cache import user_cache_dir
 from ..errors import IRNError
 from .base import Backend
 
-__all__ = ["OvCpuBackend", "cpu_supports_bf16"]
+__all__ = ["OvCpuBackend", "bf16_by_default", "cpu_flags", "cpu_supports_bf16"]
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
 
 
 def cpu_supports_bf16() -> bool:
@@ -114,15 +128,22 @@ class OvCpuBackend(Backend):
         self._compiled = None
 
 
-#: BF16 becomes ov-cpu's default only if its Set5 round trip stays within 0.1 dB of
-#: FP32. Measured on the full Set5 (z = 0, mod-crop, border 4) with the partially
-#: trained irn_x4 of runs/irn_x4: step 85: FP32 28.3802 dB (= irn-eval), BF16
-#: 28.3607 dB (-0.020); step 250: FP32 29.2556 dB (= irn-eval), BF16 29.2455 dB
-#: (-0.010). Re-measure for other weights with
-#: ``irn-bench --configs ov-cpu:fp32,ov-cpu:bf16 --quality ../shared/data/eval/Set5``.
+#: BF16 is ov-cpu's default only where its Set5 round trip stays within 0.1 dB of FP32
+#: and it is faster. Quality, shipped irn_x4 (Set5, z = 0, mod-crop, border 4, ov-cpu,
+#: ``irn-bench --configs ov-cpu:fp32,ov-cpu:bf16 --quality ../shared/data/eval/Set5``):
+#: FP32 34.985 dB, BF16 34.917 dB (-0.069). Speed: on a Xeon with AVX512-BF16 but no
+#: AMX, 2 threads, six alternating FP32/BF16 pairs in one process, BF16 took 1.42x
+#: FP32's time (down 480x272) and 1.41x (up 960x544), every pair 1.26-1.72x. OpenVINO's
+#: fast BF16 path is AMX (its precision-control guide: AMX has no f32), so AMX-BF16 is
+#: required (an earlier session measured BF16 faster, 5.0 vs 7.5 s, on a CPU whose
+#: flags were not recorded).
 BF16_WITHIN_QUALITY_BOUND = True
 
 
 def bf16_by_default() -> bool:
-    """Whether ``auto`` precision on ov-cpu means BF16 here (quality bound met and CPU support)."""
-    return BF16_WITHIN_QUALITY_BOUND and cpu_supports_bf16()
+    """Whether ``auto`` precision on ov-cpu means BF16 here: AMX-BF16, and OpenVINO lists BF16.
+
+    AVX512-BF16 alone converts and computes slower than FP32 on these models (measured,
+    see :data:`BF16_WITHIN_QUALITY_BOUND`); ``--precision bf16`` still runs it there.
+    """
+    return BF16_WITHIN_QUALITY_BOUND and "amx_bf16" in cpu_flags() and cpu_supports_bf16()
