@@ -255,9 +255,13 @@ def _estimate_quality(tables: dict[int, Any]) -> tuple[int, bool] | None:
     return min(range(1, 101), key=cost), False
 
 
+#: Pillow opens camera JPEGs with a multi-picture index as MPO (a JPEG subclass).
+_JPEG_FORMATS = ("JPEG", "MPO")
+
+
 def _quality_of(im: Image.Image) -> tuple[int, bool] | None:
     tables = getattr(im, "quantization", None)
-    if im.format != "JPEG" or not tables:
+    if im.format not in _JPEG_FORMATS or not tables:
         return None
     return _estimate_quality(tables)
 
@@ -315,9 +319,9 @@ def describe_codec(im: Image.Image, path: str | os.PathLike[str] | None = None) 
     "progressive": False}``; ``{"format": "webp", "lossless": True}``; ``{"format": "png",
     "lossless": True}``. ``lossless`` is None where the file does not say (TIFF, JPEG XL).
     """
-    fmt = (im.format or "unknown").lower()
+    fmt = "jpeg" if im.format in _JPEG_FORMATS else (im.format or "unknown").lower()
     info: dict[str, Any] = {"format": fmt, "lossless": None}
-    if im.format == "JPEG":
+    if im.format in _JPEG_FORMATS:
         info["lossless"] = False
         found = _quality_of(im)
         info["quality"] = None if found is None else found[0]

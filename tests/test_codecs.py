@@ -331,3 +331,20 @@ def test_named_output_must_match_the_format(
                         "--lr-format", "jpeg:60")  # fmt: skip
     assert code == 0, err
     assert jpeg_quality(tmp_path / "x.jpeg") == 60
+
+
+def test_formats_a_model_cannot_store_are_refused_up_front(tmp_model_dir) -> None:
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from irn_trt.runtime.cli import _check_model_lr_format
+
+    m = tmp_model_dir.manifest
+    irn_a = SimpleNamespace(manifest=replace(m, lr_layout="rgb+alpha-code"))
+    colour = SimpleNamespace(manifest=replace(m, lr_layout="grey"))
+    with pytest.raises(IRNError, match="alpha code in a PNG chunk"):
+        _check_model_lr_format(irn_a, LRFormat("webp-lossless"))
+    with pytest.raises(IRNError, match="WebP cannot store"):
+        _check_model_lr_format(colour, LRFormat("webp", 90))
+    _check_model_lr_format(irn_a, LRFormat("png"))
+    _check_model_lr_format(colour, LRFormat("jpeg", 90))  # a greyscale JPEG is fine
