@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import AUTO_ORDER, Backend, BackendOptions, Candidate, candidates, get_spec
+from .codecs import codec_label
 from .errors import IRNError
 from .image_io import ImageData, resize_alpha
 from .manifest import GraphInfo, ModelManifest, file_sha256, load_manifest
@@ -540,6 +541,20 @@ class Rescaler:
         notes.append(f"{why}: upscaling with the neutral code, expect a much blurrier result")
         return np.full(img.rgb.shape[:2], NEUTRAL_ALPHA_CODE, np.uint8), img.alpha
 
+    def _restore_lr(self, img: ImageData, lr: np.ndarray, notes: list[str]) -> np.ndarray:
+        """The step between reading an LR and ``up``: undo its compression where the model
+        directory can (a compression-restore graph, routed on ``img.lr_codec``, e.g. its
+        JPEG quality). This model directory has none, so the pixels go on as they are and a
+        lossy LR gets one warning: IRN's inverse expects the exact LR it produced."""
+        codec = img.lr_codec
+        if codec and codec.get("lossless") is False:
+            notes.append(
+                f"the LR was lossy-compressed ({codec_label(codec)}) and {self.manifest.model} "
+                "has no compression-restore graph, so quality suffers (IRN's inverse expects "
+                "the exact LR; store LRs losslessly)"
+            )
+        return lr
+
     def downscale(
         self, image: ImageData | np.ndarray, on_tile: Callable[[int], None] | None = None
     ) -> ImageData | np.ndarray:
@@ -668,6 +683,7 @@ class Rescaler:
         if self.manifest.lr_channels == 4:
             code, lr_alpha = self._alpha_code(img, meta, isinstance(image, ImageData), notes)
             lr = np.dstack([img.rgb, code])
+        lr = self._restore_lr(img, lr, notes)
         hr = self._rescale("up", lr, on_tile)
         ow, oh = original_size
         # Integer scale: crop the edge padding of downscale; fractional: resize back.

@@ -8,6 +8,8 @@ inference. The naming rule, applied in this order:
    in the output folder; files found by scanning an input folder keep their
    sub-folder below it. Models that decolorize (IRN_color) write ``<stem>_gray.png``
    (decolorize) and ``<stem>_color.png`` (colorize) instead (``OUTPUT_SUFFIXES``).
+   The LR's extension follows its format (``--lr-format``: ``<stem>_lr.webp``,
+   ``<stem>_lr.jpg``, ...; ``lr_extension``), known here, before anything runs.
 2. Outputs of inputs from different folders that would share a path go to
    sub-folders mirroring their source folders below the colliding sources'
    common folder (``a/img.png``, ``b/img.png`` -> ``OUT/a/img_lr.png``,
@@ -76,11 +78,13 @@ class _Name:
     stem: str  # before the kind's suffix
     suffixes: dict[str, str]
     named_by_user: bool = False
+    lr_extension: str = ".png"
 
     def path(self, kind: str) -> Path:
         if self.named_by_user:
             return self.folder / self.stem
-        return self.folder / f"{self.stem}{self.suffixes[kind]}.png"
+        ext = self.lr_extension if kind == "lr" else ".png"
+        return self.folder / f"{self.stem}{self.suffixes[kind]}{ext}"
 
 
 def _default_stem(src: Path, kind: str, suffixes: dict[str, str]) -> str:
@@ -98,13 +102,15 @@ def plan_batch(
     skip_existing: bool = False,
     reserved: dict[str, str] | None = None,
     task: str = "rescale",
+    lr_extension: str = ".png",
 ) -> BatchPlan:
     """Output paths for every source; see the module docstring for the rule.
 
     ``out_file`` (one source only) is the file the user named for the main
     output (it may replace an existing file). ``reserved`` maps other paths the
     run writes (the JSON summary) to a label; outputs must avoid them too.
-    ``task`` (the model's) picks the suffixes (``OUTPUT_SUFFIXES``).
+    ``task`` (the model's) picks the suffixes (``OUTPUT_SUFFIXES``); ``lr_extension``
+    is the LR file's (``.png`` unless ``--lr-format`` says otherwise).
     """
     suffixes = OUTPUT_SUFFIXES[task]
     if out_file is not None and len(sources) != 1:
@@ -122,7 +128,8 @@ def plan_batch(
                 entry[kind] = _Name(out_file.parent, out_file.name, suffixes, named_by_user=True)
             else:
                 base = out_file.parent if out_file is not None else folder
-                entry[kind] = _Name(base, _default_stem(src.path, kind, suffixes), suffixes)
+                stem = _default_stem(src.path, kind, suffixes)
+                entry[kind] = _Name(base, stem, suffixes, lr_extension=lr_extension)
         names.append(entry)
 
     def collisions() -> list[list[tuple[int, str]]]:

@@ -28,6 +28,7 @@ from .api import PRECISIONS, Rescaler, tile_summary
 from .atomic import write_text_atomic
 from .backends import backend_names
 from .batch import OUTPUT_SUFFIXES, BatchPlan, PlannedJob, Source, plan_batch
+from .codecs import LRFormat, parse_lr_format
 from .errors import IRNError, cli_entry
 from .image_io import (
     IMAGE_SUFFIXES,
@@ -70,6 +71,12 @@ class ItemResult:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     skipped: bool = False
+    #: The LR file written (down, roundtrip) or read (up): its size in bytes and its bits
+    #: per pixel of the HR image (8 * bytes / (HR width * HR height)).
+    lr_bytes: int | None = None
+    lr_bits_per_hr_pixel: float | None = None
+    #: How the LR file is compressed (``ImageData.lr_codec``: format, lossless, JPEG quality).
+    lr_codec: dict | None = None
 
 
 #: What down / up do, per task of the model (its manifest's ``task``), in messages and JSON.
@@ -82,7 +89,7 @@ VERBS: dict[str, dict[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Rescale images with an exported IRN model. Mode auto upscales LR PNGs "
+        description="Rescale images with an exported IRN model. Mode auto upscales LR files "
         "made by irn-trt and downscales anything else; roundtrip writes both and reports "
         "PSNR/SSIM against the input. The batch is planned first: output names never collide "
         "and no existing file is replaced unless you named it or pass --overwrite. Written "
@@ -97,11 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-trt-run photo.jpg --scale 2.5 -o out/     # irn_x3 (else irn_x4) + bicubic\n"
         "  irn-trt-run photo.jpg --model irn_color -o out/  # decolorize -> out/photo_gray.png\n"
         "  irn-trt-run photo.jpg --server http://127.0.0.1:8000 -o out/   # on an irn-serve\n"
+        "  irn-trt-run photo.jpg --lr-format webp-lossless -o out/   # -> out/photo_lr.webp\n"
+        "  irn-trt-run photo.jpg --lr-format jpeg:90 -o out/  # -> out/photo_lr.jpg (lossy: up "
+        "loses quality)\n"
         "\n"
         "models that decolorize (irn_color): down = decolorize (an 8-bit grey PNG), up = "
         "colorize;\noutputs <stem>_gray.png, <stem>_color.png, <stem>_roundtrip.png "
         "(roundtrip PSNR/SSIM in RGB).\n"
-        "output names: <stem>_lr.png, <stem>_hr.png (a trailing _lr dropped), "
+        "output names: <stem>_lr.png (.webp, .jpg, .jxl with --lr-format), <stem>_hr.png "
+        "(a trailing _lr dropped), "
         "<stem>_roundtrip.png;\n"
         "files found in an input folder keep their sub-folder; inputs from different folders "
         "that\nwould share a name keep their folders; same stem, other extension: "
@@ -162,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
         "form: viewers show it half transparent)",
     )
     p.add_argument(
+        "--lr-format",
+        type=_lr_format_arg,
+        default=LRFormat("png"),
+        metavar="FORMAT",
+        help="how the LR file is stored: png (default), webp-lossless, jpeg:Q or webp:Q "
+        "(Q 1..100: lossy, up then loses quality; without a compression-restore graph in the "
+        "model directory it only warns), jxl-lossless (needs pillow-jxl-plugin, extra jxl). "
+        "The irn-trt metadata travels in every format (PNG text, else XMP); JPEG cannot "
+        "hold an alpha channel",
+    )
+    p.add_argument(
         "--max-memory",
         metavar="SIZE",
         help="CPU backends: peak memory to plan tiles for, e.g. 2G or 800M (default: a quarter "
@@ -188,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_engine_arguments(p)
     return p
+
+
+def _lr_format_arg(text: str) -> LRFormat:
+    try:
+        return parse_lr_format(text)
+    except IRNError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--lr-format ")) from None
 
 
 # --- planning -----------------------------------------------------------------------------
@@ -313,8 +342,12 @@ def _plan(
         except IRNError as exc:
             failed.append(ItemResult(str(path), error=_with_path(path, exc)))
     lr_named = single_file_out and sources and sources[0].mode == "down"
-    if lr_named and args.output.suffix.lower() != ".png":
-        raise IRNError(f"-o {args.output}: the LR must be a PNG (lossless, keeps metadata)")
+    fmt: LRFormat = args.lr_format
+    if lr_named and not fmt.accepts_suffix(args.output.suffix):
+        raise IRNError(
+            f"-o {args.output}: an LR in --lr-format {fmt.spec} must be named *{fmt.extension}"
+            + (" (or pass --lr-format for another format)" if fmt.name == "png" else "")
+        )
     reserved = {str(json_path): "--json summary"} if json_path else {}
     plan = plan_batch(
         sources,
@@ -324,6 +357,7 @@ def _plan(
         skip_existing=args.skip_existing,
         reserved=reserved,
         task=task,
+        lr_extension=fmt.extension,
     )
     folders = sorted({p.parent for job in plan.jobs for p in job.outputs.values()})
     for folder in folders:
@@ -354,11 +388,13 @@ class Runner:
         info: Callable[[str], None],
         warn: Callable[[str], None],
         progress: bool,
+        lr_format: LRFormat | None = None,
     ) -> None:
         self.rescaler = rescaler
         self.info = info
         self.warn = warn
         self.progress = progress
+        self.lr_format = lr_format or LRFormat("png")
 
     def _notes(self, item: ItemResult, image: ImageData) -> None:
         for note in image.notes:
@@ -386,6 +422,22 @@ class Runner:
         write_image(path, image)
         item.outputs.append(str(path))
 
+    def _write_lr(
+        self, item: ItemResult, path: Path, lr: ImageData, hr_size: tuple[int, int]
+    ) -> None:
+        write_image(path, lr, self.lr_format)
+        item.outputs.append(str(path))
+        _lr_size(item, path, hr_size)
+
+    def _check_lr_format(self, img: ImageData) -> None:
+        """Refuse, before any inference, an image the LR format cannot hold."""
+        fmt = self.lr_format
+        if img.alpha is not None and not fmt.holds_alpha:
+            raise IRNError(
+                f"has an alpha channel, which a {fmt.spec} LR cannot hold: use --lr-format "
+                "png, webp-lossless or webp:Q"
+            )
+
     def run(self, job: PlannedJob) -> ItemResult:
         src = job.source.path
         item = ItemResult(str(src), mode=job.source.mode)
@@ -395,13 +447,22 @@ class Runner:
             img = read_image(src)
             item.size = img.size
             self._notes(item, img)
+            if job.source.mode != "up":
+                self._check_lr_format(img)
             if job.source.mode == "down":
-                self._write(item, job.outputs["lr"], self._rescale("down", img, item))
+                lr = self._rescale("down", img, item)
+                self._write_lr(item, job.outputs["lr"], lr, img.size)
             elif job.source.mode == "up":
-                self._write(item, job.outputs["hr"], self._rescale("up", img, item))
+                item.lr_codec = img.lr_codec
+                hr = self._rescale("up", img, item)
+                self._write(item, job.outputs["hr"], hr)
+                _lr_size(item, src, hr.size)
             else:
                 lr = self._rescale("down", img, item)
-                self._write(item, job.outputs["lr"], lr)
+                self._write_lr(item, job.outputs["lr"], lr, img.size)
+                if self.lr_format.name != "png":  # up what was stored, not what was coded
+                    lr = read_image(job.outputs["lr"])
+                    item.lr_codec = lr.lr_codec
                 hr = self._rescale("up", lr, item)
                 self._write(item, job.outputs["roundtrip"], hr)
                 if self.rescaler.manifest.task == "decolorize":  # IRN_color: RGB, no border
@@ -425,6 +486,12 @@ class Runner:
         item.seconds = time.perf_counter() - t0
         item.tiles = self.rescaler.tiles_run - tiles0
         return item
+
+
+def _lr_size(item: ItemResult, lr_path: Path, hr_size: tuple[int, int]) -> None:
+    """The LR file's bytes and bits per HR pixel into ``item``."""
+    item.lr_bytes = lr_path.stat().st_size
+    item.lr_bits_per_hr_pixel = round(8.0 * item.lr_bytes / (hr_size[0] * hr_size[1]), 6)
 
 
 def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float) -> dict:
@@ -520,6 +587,7 @@ def _run_batch(
     progress: bool,
 ) -> int:
     json_to_stdout = args.json == "-"
+    _check_model_lr_format(rescaler, args.lr_format)
     plan, items = _plan(args, rescaler.output_scale, json_path, rescaler.manifest.task)
     if plan.conflicts:
         for line in plan.conflicts:
@@ -532,7 +600,7 @@ def _run_batch(
     for job in plan.skipped:
         items.append(ItemResult(str(job.source.path), mode=job.source.mode, skipped=True))
         info(f"{job.source.path}: outputs exist, skipped")
-    runner = Runner(rescaler, info, warn, progress)
+    runner = Runner(rescaler, info, warn, progress, args.lr_format)
     t0 = time.perf_counter()
     interrupted = False
     try:
@@ -549,6 +617,7 @@ def _run_batch(
         interrupted = True
     seconds = time.perf_counter() - t0
     summary = _summary(rescaler, items, seconds)
+    summary["lr_format"] = args.lr_format.spec
     summary["interrupted"] = interrupted
     ok = summary["files"] - summary["failed"] - summary["skipped"]
     info(
@@ -573,6 +642,20 @@ def _run_batch(
     if interrupted:
         raise KeyboardInterrupt
     return 1 if summary["failed"] else 0
+
+
+def _check_model_lr_format(rescaler: Rescaler, fmt: LRFormat) -> None:
+    """Refuse, before planning, an LR format that cannot hold this model's LR."""
+    manifest = rescaler.manifest
+    if fmt.name != "png" and manifest.lr_channels == 4:
+        raise IRNError(
+            f"{manifest.model}'s LR carries an alpha code in a PNG chunk: use --lr-format png"
+        )
+    if manifest.task == "decolorize" and not fmt.holds_grey:
+        raise IRNError(
+            f"{manifest.model} writes a greyscale image, which WebP cannot store: use "
+            "--lr-format png or jpeg:Q"
+        )
 
 
 def _overlap_arg(text: str | None) -> int | str | None:

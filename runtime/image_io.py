@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from .atomic import atomic_path
+from .codecs import (
+    EXIF_XMP_TAG,
+    LRFormat,
+    describe_codec,
+    jpeg_quality,
+    jxl_available,
+    metadata_xmp,
+    text_from_xmp,
+    xmp_of,
+)
 from .errors import IRNError
+from .pngmeta import KEY_PREFIX
 
 __all__ = [
     "CODE_CHUNK",
@@ -26,6 +39,7 @@ __all__ = [
     "ImageData",
     "ImageHeader",
     "KINDS",
+    "jpeg_quality",
     "probe_image",
     "read_image",
     "output_format",
@@ -34,7 +48,9 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff") + (
+    (".jxl",) if jxl_available() else ()  # JPEG XL with the optional plugin (extra "jxl")
+)
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
@@ -95,7 +111,10 @@ class ImageData:
     ``kind`` is the colour kind to write back ("rgb", "gray", "palette");
     ``alpha`` is kept aside (IRN rescales RGB only); ``icc_profile`` travels
     to every output; ``text`` holds PNG text chunks (irn-trt's LR metadata among
-    them); ``notes`` are one-line warnings for the user. EXIF orientation is
+    them; other formats carry them as XMP, ``runtime/codecs.py``); ``notes`` are
+    one-line warnings for the user; ``lr_codec`` says how the file read was compressed
+    (:func:`irn_trt.runtime.codecs.describe_codec`: format, ``lossless``, a JPEG's
+    estimated ``quality``), None for images not read from a file. EXIF orientation is
     already applied to the pixels.
     """
 
@@ -108,6 +127,7 @@ class ImageData:
     #: An extra 8-bit plane the model exchanges beside the colours (IRN-A's alpha code),
     #: stored in a private PNG chunk (``CODE_CHUNK``), never shown by viewers.
     code: np.ndarray | None = None
+    lr_codec: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -169,7 +189,7 @@ class ImageHeader:
     """What planning a batch needs of a file, read without decoding its pixels."""
 
     size: tuple[int, int]  # (width, height) after EXIF orientation
-    text: dict[str, str]  # text chunks stored before the pixel data (irn-trt's are)
+    text: dict[str, str]  # text chunks stored before the pixel data (irn-trt's are), or XMP's
 
 
 def _open_errors(path: Path, exc: BaseException) -> IRNError:
@@ -197,6 +217,7 @@ def probe_image(path: str | os.PathLike[str]) -> ImageHeader:
             if orientation in (5, 6, 7, 8):  # EXIF says rotate by 90 degrees
                 w, h = h, w
             text = {str(k): str(v) for k, v in im.info.items() if isinstance(v, str)}
+            text |= text_from_xmp(xmp_of(im))
     except _READ_ERRORS as exc:
         raise _open_errors(path, exc) from None
     return ImageHeader((w, h), text)
@@ -276,6 +297,8 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
         with Image.open(path) as im:
             im.load()
             text = {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+            text |= text_from_xmp(xmp_of(im))  # JPEG / WebP / JPEG XL LRs keep it there
+            lr_codec = describe_codec(im, path)
             icc = im.info.get("icc_profile") or None
             bits = _source_bit_depth(im, path)
             chunks = dict(c[:2] for c in getattr(im, "private_chunks", ()))
@@ -313,7 +336,14 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
     except _READ_ERRORS as exc:
         raise _open_errors(path, exc) from None
     return ImageData(
-        rgb=rgb, alpha=alpha, kind=kind, icc_profile=icc, text=text, notes=notes, code=code
+        rgb=rgb,
+        alpha=alpha,
+        kind=kind,
+        icc_profile=icc,
+        text=text,
+        notes=notes,
+        code=code,
+        lr_codec=lr_codec,
     )
 
 
@@ -351,30 +381,72 @@ def output_format(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
-def write_image(path: str | os.PathLike[str], image: ImageData) -> Path:
-    """Write ``image`` atomically; the format follows the suffix.
+#: Where a file without an ICC slot (JPEG XL through its plugin) keeps the profile, base64;
+#: the same key as ``api.ICC_TEXT_KEY``, which ``upscale`` restores from.
+_ICC_TEXT_KEY = KEY_PREFIX + "icc-profile"
+#: JPEG's XMP segment holds at most this many bytes of packet (65533 - its 29-byte header).
+_JPEG_XMP_MAX = 65504
 
-    PNG keeps the text chunks (irn-trt's LR metadata); the ICC profile goes to
-    every format that stores one.
+
+def write_image(
+    path: str | os.PathLike[str], image: ImageData, lr_format: LRFormat | None = None
+) -> Path:
+    """Write ``image`` atomically; the format follows the suffix, or ``lr_format``.
+
+    PNG keeps the text chunks (irn-trt's LR metadata) as text chunks, JPEG and WebP as
+    an XMP packet, JPEG XL in EXIF's XMP tag (``runtime/codecs.py``); the ICC profile
+    goes to every format that stores one. ``lr_format`` (``--lr-format``) sets the codec
+    and its quality; the suffix must be its own. Without it JPEG is written at quality 95
+    and WebP with Pillow's defaults, as before.
     """
     path = Path(path)
-    fmt = output_format(path)
+    if lr_format is not None:
+        if not lr_format.accepts_suffix(path.suffix):
+            raise IRNError(f"{path}: a {lr_format.spec} file must be named *{lr_format.extension}")
+        fmt = lr_format.pil_format
+    else:
+        fmt = output_format(path)
+    if lr_format is not None and image.alpha is not None and not lr_format.holds_alpha:
+        raise IRNError(
+            f"{path}: JPEG cannot hold the alpha channel; use --lr-format png, webp-lossless "
+            "or webp:Q"
+        )
+    if lr_format is not None and image.kind == "gray" and not lr_format.holds_grey:
+        raise IRNError(f"{path}: WebP has no greyscale mode; use --lr-format png or jpeg:Q")
     pil = to_pil(image.rgb, image.alpha, image.kind)
     if fmt == "JPEG" and pil.mode not in ("RGB", "L"):
         pil = pil.convert("RGB")  # JPEG has no alpha / palette
-    kwargs: dict[str, object] = {}
+    if fmt == "JXL" and pil.mode not in ("RGB", "RGBA", "L", "LA"):
+        pil = pil.convert("RGBA" if "A" in pil.mode or image.alpha is not None else "RGB")
+    kwargs: dict[str, object] = dict(lr_format.save_options()) if lr_format else {}
     if image.code is not None and fmt != "PNG":
         raise IRNError(f"{path}: an LR with an alpha code must be a PNG (its code is a chunk)")
-    if fmt == "PNG" and (image.text or image.code is not None):
+    text = dict(image.text)
+    if fmt == "JXL" and image.icc_profile and _ICC_TEXT_KEY not in text:
+        text[_ICC_TEXT_KEY] = base64.b64encode(image.icc_profile).decode("ascii")
+    if fmt == "PNG" and (text or image.code is not None):
         info = PngInfo()
-        for k, v in image.text.items():
+        for k, v in text.items():
             info.add_text(k, v)
         if image.code is not None:
             info.add(CODE_CHUNK, encode_code_chunk(image.code))
         kwargs["pnginfo"] = info
+    elif text and fmt in ("JPEG", "WEBP", "JXL"):
+        xmp = metadata_xmp(text)
+        if fmt == "JPEG" and len(xmp) > _JPEG_XMP_MAX:
+            raise IRNError(
+                f"{path}: the metadata ({len(xmp)} bytes) does not fit JPEG's 64 KiB XMP "
+                "segment; use --lr-format png"
+            )
+        if fmt == "JXL":
+            exif = Image.Exif()
+            exif[EXIF_XMP_TAG] = xmp
+            kwargs["exif"] = exif.tobytes()
+        else:
+            kwargs["xmp"] = xmp
     if image.icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         kwargs["icc_profile"] = image.icc_profile
-    if fmt == "JPEG":
+    if fmt == "JPEG" and lr_format is None:
         kwargs["quality"] = 95
     try:
         with atomic_path(path) as tmp:

@@ -1,5 +1,8 @@
 """What an irn-trt LR PNG carries in its text chunks, so ``up`` can undo ``down``.
 
+The same keys travel in the other LR formats as an XMP packet (``runtime/codecs.py``:
+JPEG, WebP, JPEG XL), so they all read back into ``ImageData.text`` alike.
+
 ``down`` pads HR sizes that are not multiples of the scale; the original size
 is stored here and ``up`` crops back to it. The model name and checkpoint hash
 let ``up`` refuse an LR made by a different model (IRN's LR is only invertible

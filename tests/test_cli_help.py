@@ -21,6 +21,7 @@ CLIS = {
     "irn-doctor": "irn_trt.runtime.doctor",
     "irn-serve": "irn_trt.runtime.serve",
     "irn-serve-bench": "irn_trt.runtime.serve_bench",
+    "irn-rd": "irn_trt.runtime.rd",
 }
 
 _PROBE = """
