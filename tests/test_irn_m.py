@@ -195,6 +195,12 @@ def test_tiled_equals_untiled_with_the_code(
     assert np.abs(lr_t.latent_code.astype(int) - lr_w.latent_code).max() <= 1
     hr_w, hr_t = whole.upscale(lr_w), tiled.upscale(lr_w)
     assert hr_w.rgb.shape == bird.shape and psnr(hr_t.rgb, hr_w.rgb) >= 50
+    # OpenVINO returns both outputs too, in the manifest's order.
+    pytest.importorskip("openvino")
+    ov = Rescaler.load(path, backend="ov-cpu", precision="fp32", tile=128)
+    lr_ov = ov.downscale(image)
+    assert (lr_ov.latent_code == lr_w.latent_code).mean() >= 0.999
+    assert psnr(lr_ov.rgb, lr_w.rgb) >= 50 and psnr(ov.upscale(lr_w).rgb, hr_w.rgb) >= 50
     with pytest.raises(IRNError, match=r"multiple of 8 \(the scale 2 x the side code's grid\)"):
         Rescaler.load(path, backend="ort-cpu", tile=132)
     with pytest.raises(IRNError, match="side code's grid"):
