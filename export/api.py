@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .fgrn_graphs import FGRNDownGraph, FGRNUpGraph
 from .graphs import DownGraph, GraphSpec, IOKind, UpGraph, ZPolicy
-from .halo import measure_effective_halo, measure_halo
+from .halo import measure_effective_halo, measure_halo, round_up
 from .onnx_graph import OPSET, DynamicIO, ops_used, trace_to_onnx
 from .verify import Bounds, GraphSet, OrtGraph, measure_parity
 
@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp32", "fp16")
+#: Name of IRN-M's side-code tensor in its graphs.
+CODE_TENSOR = "code"
 GRAPH_FILES = tuple(f"{d}.{p}.onnx" for d in ("down", "up") for p in PRECISIONS)
 
 #: The down / up graph wrappers of each model class.
@@ -117,6 +119,22 @@ def _image_dims(
     return (batch, channels, h, w), "NCHW", {0: batch, 2: h, 3: w}
 
 
+def code_grid(model: Rescaler) -> int:
+    """LR px per side-code value along each axis (IRN-M: 4), 1 for models without one."""
+    code = getattr(model.config, "latent_code", None)
+    return code.factor if code is not None else 1
+
+
+def _code_info(model: Rescaler, io: str) -> tuple[TensorInfo, dict[int, str]]:
+    """The side code tensor of IRN-M's graphs (down's second output, up's second input)."""
+    code = model.config.latent_code
+    assert code is not None
+    n = model.scale * code.factor  # HR px per code value
+    shape, layout, axes = _image_dims(io, "N", f"ceil(H/{n})", f"ceil(W/{n})", code.channels)
+    io_dtype = "uint8" if io == "uint8" else "float32"
+    return TensorInfo(CODE_TENSOR, io_dtype, shape, layout, lr_grid=code.factor), axes
+
+
 def graph_module(
     model: Rescaler,
     direction: str,
@@ -147,12 +165,16 @@ def macs_per_lr_pixel(model: Rescaler, direction: str, size: int = 4) -> int:
     the per-pixel cost; the manifest records it for ``irn-bench``.
     """
     module = graph_module(model, direction, GraphSpec("fp32", "float32"))
-    s = model.scale
+    s, g = model.scale, code_grid(model)
+    size *= g  # a whole number of side-code cells: every part scales with the area
     side = size * s if direction == "down" else size
     x = torch.full((1, model.in_channels if direction == "down" else model.lr_channels,
                     side, side), 0.5)  # fmt: skip
+    args = [x]
+    if direction == "up" and model.latent_code is not None:
+        args.append(torch.full((1, model.config.latent_code.channels, size // g, size // g), 0.5))
     with FlopCounterMode(display=False) as counter:
-        module(x)
+        module(*args)
     flops = counter.get_total_flops()
     return int(flops // 2 // (size * size))
 
@@ -171,8 +193,10 @@ def build_graph(
     lr_shape, _, lr_axes = _image_dims(spec.io, "N", f"H/{s}", f"W/{s}", model.lr_channels)
     hr_info = TensorInfo("hr", io_dtype, hr_shape, layout)
     lr_info = TensorInfo("lr", io_dtype, lr_shape, layout)
-    # Trace at a size that is a multiple of the scale at every level, batch 1.
-    side = 2 * s
+    # Trace at a size that is a multiple of the scale at every level (and two side-code
+    # cells, IRN-M), batch 1.
+    g = code_grid(model)
+    side = 2 * s * g
 
     def example(shape: tuple[int | str, ...], size: int) -> torch.Tensor:
         dims = [1 if d == "N" else (size if isinstance(d, str) else d) for d in shape]
@@ -181,18 +205,24 @@ def build_graph(
         return torch.full(dims, 0.5, dtype=torch.float32)
 
     module = graph_module(model, direction, spec, z_policy, temperature)
+    code = _code_info(model, spec.io) if model.latent_code is not None else None
     if direction == "down":
+        outputs, out_infos = [DynamicIO("lr", lr_axes)], [lr_info]
+        if code is not None:  # IRN-M: the side code is the second output
+            outputs.append(DynamicIO(code[0].name, code[1]))
+            out_infos.append(code[0])
         graph = trace_to_onnx(
-            module,
-            (example(hr_shape, side),),
-            [DynamicIO("hr", hr_axes)],
-            [DynamicIO("lr", lr_axes)],
+            module, (example(hr_shape, side),), [DynamicIO("hr", hr_axes)], outputs
         )
-        return graph, (hr_info,), (lr_info,)
+        return graph, (hr_info,), tuple(out_infos)
     inputs = [DynamicIO("lr", lr_axes)]
     infos = [lr_info]
-    examples = [example(lr_shape, 2)]
-    if z_policy == "input":
+    examples = [example(lr_shape, 2 * g)]
+    if code is not None:  # IRN-M: the side code is the second input
+        inputs.append(DynamicIO(code[0].name, code[1]))
+        infos.append(code[0])
+        examples.append(example(code[0].shape, 2))
+    elif z_policy == "input":
         zc = model.latent_channels
         inputs.append(DynamicIO("z", {0: "N", 2: f"H/{s}", 3: f"W/{s}"}))
         infos.append(TensorInfo("z", "float32", ("N", zc, f"H/{s}", f"W/{s}"), "NCHW"))
@@ -259,13 +289,13 @@ def export_model(
 
     options = options or ExportOptions()
     options.validate()
-    if model.latent_code is not None:
-        # The side code needs a second output / input per graph and a runtime that
-        # stores it with the LR; neither exists yet, so refuse rather than drop it.
+    if model.latent_code is not None and options.z_policy != "zero":
         raise IRNError(
-            f"{model.config.name}: exporting IRN-M models (z's side code beside the LR) "
-            "is not supported yet"
+            f"{model.config.name} rebuilds z from its side code: --z {options.z_policy} "
+            "does not apply"
         )
+    if model.latent_code is not None and model.config.latent_code.bits != 8:
+        raise IRNError(f"{model.config.name}: only 8-bit side codes can be exported")
     if model.latent_channels == 0 and options.z_policy != "zero":
         raise IRNError(
             f"{model.config.name} has no latent z: --z {options.z_policy} does not apply "
@@ -321,6 +351,7 @@ def export_model(
 
         halo = measure_halo(model.config)
         effective = measure_effective_halo(model, halo_images, halo) if halo_images else None
+        g = code_grid(model)  # tiles start and end on the side code's grid
         graph_infos = []
         for direction in ("down", "up"):
             for precision in options.precisions:
@@ -345,8 +376,8 @@ def export_model(
             z_channels=model.latent_channels,
             lr_layout=lr_layout(model.config),
             temperature=float(options.temperature) if options.z_policy == "gaussian" else 0.0,
-            halo=halo.halo,
-            tile_multiple=s,
+            halo=round_up(halo.halo, g),
+            tile_multiple=s * g,
             opset=OPSET,
             versions=_versions(),
             graphs=tuple(graph_infos),

@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-export --checkpoint runs/irn_x4/best --out build/irn_x4\n"
         "  irn-export --model irn_e_x4 --random-init --precision fp32 --out /tmp/e4\n"
         "  irn-export --model fgrn_x4 --checkpoint runs/fgrn_x4/best --out build/fgrn_x4\n"
+        "  irn-export --model irn_m_x4 --checkpoint runs/irn_m_x4/best  # + the side code\n"
         "  irn-export --scale 4 --io float32 --z gaussian --temperature 0.8\n"
         "  irn-export --scale 4 --z gaussian --plugins haar,pack,gaussian --plugin-seed 7",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -205,8 +206,10 @@ def _plugin_list(text: str) -> frozenset[str]:
 def _summary(manifest_parity: dict) -> str:
     keys = [
         "down_fp32_vs_torch",
+        "code_fp32_vs_torch",
         "up_fp32_vs_torch",
         "down_fp16_vs_fp32",
+        "code_fp16_vs_fp32",
         "up_fp16_vs_fp32",
         "e2e_y_psnr_db",
     ]
@@ -226,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         precisions=precisions, io=args.io, z_policy=args.z, temperature=args.temperature
     )
     options.validate()
+    if args.plugins and getattr(get_config(name), "latent_code", None) is not None:
+        raise IRNError(
+            f"--plugins: {name}'s graphs (a side code beside the LR) have no plugin variants"
+        )
     if args.plugins:
         from irn_trt.plugins.export_variants import check_plugin_request
 

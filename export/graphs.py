@@ -196,17 +196,55 @@ def _image_out(x: torch.Tensor, spec: GraphSpec) -> torch.Tensor:
     return levels / 255.0
 
 
+class _SideCode(nn.Module):
+    """IRN-M's auto-encoder of z in the graph's dtype (seed 004, section 2.2).
+
+    ``encode``: z -> the code's 8-bit levels, the graph's second output (its
+    sigmoid in an FP32 island when ``coupling_fp32``: the quantiser's steps near
+    0 and 1 need more than FP16 keeps; the quantiser itself is ``_image_out``'s).
+    ``decode``: the code input -> z of the LR's size (the decoder's output cropped
+    to it, as :meth:`LatentAutoencoder.decode` does).
+    """
+
+    def __init__(self, model: InvertibleRescaler, spec: GraphSpec) -> None:
+        super().__init__()
+        if model.latent_code is None or model.config.latent_code is None:
+            raise ValueError(f"{model.config.name} has no side code")
+        if model.config.latent_code.bits != 8:
+            # The code travels as 8-bit bytes, like the LR (uint8 I/O, PNG chunk).
+            raise ValueError(
+                f"{model.config.name}: only 8-bit side codes export "
+                f"(got {model.config.latent_code.bits} bits)"
+            )
+        self.spec = spec
+        self.ae = frozen_copy(model.latent_code, spec.dtype)
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        logits = self.ae.encode_logits(z)
+        if self.spec.coupling_fp32:
+            return torch.sigmoid(logits.float())
+        return torch.sigmoid(logits)
+
+    def decode(self, code: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.ae.decode(_image_in(code, self.spec), height, width)
+
+
 class DownGraph(nn.Module):
-    """HR image -> quantised LR image (IRN forward; the latent is dropped)."""
+    """HR image -> quantised LR image (IRN forward; the latent is dropped), and for IRN-M
+    the 8-bit side code of z as a second output."""
 
     def __init__(self, model: InvertibleRescaler, spec: GraphSpec) -> None:
         super().__init__()
         self.spec = spec
         self.net = _Steps(model, spec)
+        self.code = _SideCode(model, spec) if model.latent_code is not None else None
 
-    def forward(self, hr: torch.Tensor) -> torch.Tensor:
+    def forward(self, hr: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         out = self.net.forward_steps(_image_in(hr, self.spec))
-        return _image_out(out[:, : self.net.lr_channels], self.spec)
+        lr = _image_out(out[:, : self.net.lr_channels], self.spec)
+        if self.code is None:
+            return lr
+        return lr, _image_out(self.code.encode(out[:, self.net.lr_channels :]), self.spec)
 
 
 class UpGraph(nn.Module):
@@ -214,7 +252,8 @@ class UpGraph(nn.Module):
 
     ``zero`` builds z = 0 from the LR's shape inside the graph; ``gaussian``
     samples N(0, 1) * ``temperature`` inside the graph (RandomNormalLike, FP32);
-    ``input`` takes an FP32 NCHW z as a second input.
+    ``input`` takes an FP32 NCHW z as a second input. IRN-M (a model with a side
+    code) takes the code as its second input instead and decodes z from it.
     """
 
     def __init__(
@@ -229,8 +268,17 @@ class UpGraph(nn.Module):
         self.z_policy = z_policy
         self.temperature = float(temperature)
         self.net = _Steps(model, spec)
+        self.code = _SideCode(model, spec) if model.latent_code is not None else None
+        if self.code is not None and z_policy != "zero":
+            raise ValueError(
+                f"{model.config.name} rebuilds z from its side code, not by {z_policy}"
+            )
 
     def _latent(self, lr: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        if self.code is not None:
+            if z is None:
+                raise ValueError("an IRN-M up graph needs the side code")
+            return self.code.decode(z, lr.shape[2], lr.shape[3])
         if self.z_policy == "input":
             if z is None:
                 raise ValueError("the 'input' z policy needs z")

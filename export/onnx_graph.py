@@ -56,6 +56,9 @@ TENSORRT_OPS = frozenset(
         "LeakyRelu",
         # IRN-A's logit; onnx-tensorrt docs/operators.md: Log, FP32 and FP16.
         "Log",
+        # IRN-M's encoder (2x2, stride 2, ceil_mode 1); onnx-tensorrt docs/operators.md:
+        # FP32, FP16, 2D; its importer maps ceil_mode to PaddingMode::kEXPLICIT_ROUND_UP.
+        "MaxPool",
         "Mul",
         "RandomNormalLike",
         # FGRN's residual blocks (EDSR's); onnx-tensorrt docs/operators.md: FP32, FP16.

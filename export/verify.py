@@ -8,6 +8,11 @@ compares 8-bit outputs, since that is what a deployment hands over:
 * ``down.fp16`` vs ``down.fp32``: off by <= 1 level on >= 99 % of values.
 * ``up.fp16`` vs ``up.fp32`` (same LR in): HR >= 45 dB.
 * end to end (``up(down(x))``), Y-PSNR of FP16 within 0.1 dB of FP32.
+
+IRN-M's side code (down's second output, up's second input) is held to the LR's
+bounds: its bytes equal PyTorch's (``code_fp32_vs_torch``) and FP16's within one
+level of FP32's (``code_fp16_vs_fp32``); up gets the same code bytes as PyTorch's
+decoder, and end to end each graph's own.
 """
 
 from __future__ import annotations
@@ -79,11 +84,20 @@ class OrtGraph:
             return out[0]
         return np.round(out[0].transpose(1, 2, 0) * 255.0).astype(np.uint8)
 
-    def __call__(self, img: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
+    def outputs(self, img: np.ndarray, second: np.ndarray | None = None) -> list[np.ndarray]:
+        """Every output as HxWxC uint8; ``second`` feeds the second input as the graph takes
+        it (a z, or a side code through :meth:`image_input`)."""
         feeds = {self.input_names[0]: self._to_graph(img)}
-        if z is not None:
-            feeds[self.input_names[1]] = z
-        return self._from_graph(self.session.run(None, feeds)[0])
+        if second is not None:
+            feeds[self.input_names[1]] = second
+        return [self._from_graph(out) for out in self.session.run(None, feeds)]
+
+    def image_input(self, img: np.ndarray) -> np.ndarray:
+        """HxWxC uint8 (e.g. IRN-M's side code) -> the graph's input format."""
+        return self._to_graph(img)
+
+    def __call__(self, img: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
+        return self.outputs(img, z)[0]
 
 
 @dataclass
@@ -141,45 +155,72 @@ def measure_parity(
     e2e = {"torch": [], "fp32": [], "fp16": []}
     gen = torch.Generator().manual_seed(seed)
     per_image = []
+    coded = getattr(model, "latent_code", None) is not None  # IRN-M: a side code
+    code_total = code32_equal = code32_maxdiff = code16_within1 = code16_maxdiff = 0
+
+    def down_graph(g: OrtGraph, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outs = g.outputs(hr)
+        return outs[0], (outs[1] if coded else None)
+
+    def up_graph(g: OrtGraph, lr: np.ndarray, code: np.ndarray | None) -> np.ndarray:
+        if code is not None:
+            return g(lr, g.image_input(code))
+        return g(lr, z_np)
+
     for name, hr in images:
         if hr.shape[0] % s or hr.shape[1] % s:
             raise IRNError(
                 f"verification image {name} is {hr.shape[1]}x{hr.shape[0]}, not a multiple of {s}"
             )
         x = to_tensor(hr)
-        y, _ = model(x)
+        y, z_full = model(x)
         lr_q = quantize(y)
         lr_t = to_uint8(lr_q)
         z = None
         z_np = None
-        if z_policy == "input":
+        code_t = None
+        if coded:  # IRN-M: PyTorch's 8-bit code, and the z its decoder rebuilds from it
+            code_q = model.encode_latent(z_full)
+            code_t = to_uint8(code_q)
+            z = model.decode_latent(code_q, *lr_q.shape[2:])
+        elif z_policy == "input":
             z = torch.randn((1, model.latent_channels, *lr_q.shape[2:]), generator=gen)
             z_np = z.numpy()
         hr_t = to_uint8(model.inverse(lr_q, z))
         e2e["torch"].append(_y_psnr(hr_t, hr, s))
 
-        lr32 = graphs.down_fp32(hr)
+        lr32, code32 = down_graph(graphs.down_fp32, hr)
         diff = np.abs(lr32.astype(np.int16) - lr_t.astype(np.int16))
         total += diff.size
         down32_equal += int((diff == 0).sum())
         down32_maxdiff = max(down32_maxdiff, int(diff.max()))
-        up32_t = graphs.up_fp32(lr_t, z_np)
+        up32_t = up_graph(graphs.up_fp32, lr_t, code_t)
         up32_db.append(psnr(up32_t, hr_t))
-        up32_e2e = graphs.up_fp32(lr32, z_np)
+        up32_e2e = up_graph(graphs.up_fp32, lr32, code32)
         e2e["fp32"].append(_y_psnr(up32_e2e, hr, s))
         entry = {
             "image": name,
             "down_fp32_equal": float((diff == 0).mean()),
             "up_fp32_db": _db(up32_db[-1]),
         }
+        if code32 is not None and code_t is not None:
+            cdiff = np.abs(code32.astype(np.int16) - code_t.astype(np.int16))
+            code_total += cdiff.size
+            code32_equal += int((cdiff == 0).sum())
+            code32_maxdiff = max(code32_maxdiff, int(cdiff.max()))
+            entry["code_fp32_equal"] = float((cdiff == 0).mean())
 
         if graphs.down_fp16 is not None and graphs.up_fp16 is not None:
-            lr16 = graphs.down_fp16(hr)
+            lr16, code16 = down_graph(graphs.down_fp16, hr)
             d16 = np.abs(lr16.astype(np.int16) - lr32.astype(np.int16))
             down16_within1 += int((d16 <= 1).sum())
             down16_maxdiff = max(down16_maxdiff, int(d16.max()))
-            up16_db.append(psnr(graphs.up_fp16(lr32, z_np), up32_e2e))
-            e2e["fp16"].append(_y_psnr(graphs.up_fp16(lr16, z_np), hr, s))
+            if code16 is not None and code32 is not None:
+                c16 = np.abs(code16.astype(np.int16) - code32.astype(np.int16))
+                code16_within1 += int((c16 <= 1).sum())
+                code16_maxdiff = max(code16_maxdiff, int(c16.max()))
+            up16_db.append(psnr(up_graph(graphs.up_fp16, lr32, code32), up32_e2e))
+            e2e["fp16"].append(_y_psnr(up_graph(graphs.up_fp16, lr16, code16), hr, s))
             entry.update(up_fp16_db=_db(up16_db[-1]), e2e_fp16_db=round(e2e["fp16"][-1], 3))
         entry.update(e2e_torch_db=round(e2e["torch"][-1], 3), e2e_fp32_db=round(e2e["fp32"][-1], 3))
         per_image.append(entry)
@@ -205,6 +246,20 @@ def measure_parity(
             f"(max diff {down32_maxdiff}; need >= {100 * bounds.down_fp32_min_equal}% and <= "
             f"{bounds.down_fp32_max_diff})"
         )
+    if code_total:
+        n["code_fp32_vs_torch"] = {
+            "equal_fraction": round(code32_equal / code_total, 6),
+            "max_abs_diff": code32_maxdiff,
+        }
+        if (
+            code32_equal / code_total < bounds.down_fp32_min_equal
+            or code32_maxdiff > bounds.down_fp32_max_diff
+        ):
+            rep.failures.append(
+                f"down.fp32 side code equals PyTorch's on {100 * code32_equal / code_total:.3f}% "
+                f"of values (max diff {code32_maxdiff}; need >= "
+                f"{100 * bounds.down_fp32_min_equal}% and <= {bounds.down_fp32_max_diff})"
+            )
     if not stochastic and min(up32_db) < bounds.up_fp32_min_db:
         rep.failures.append(
             f"up.fp32 HR is {min(up32_db):.2f} dB from PyTorch's (need >= {bounds.up_fp32_min_db})"
@@ -218,6 +273,17 @@ def measure_parity(
             "min_psnr_db": _db(min(up16_db)),
             "mean_psnr_db": _db(float(np.mean(up16_db))),
         }
+        if code_total:
+            n["code_fp16_vs_fp32"] = {
+                "within1_fraction": round(code16_within1 / code_total, 6),
+                "max_abs_diff": code16_maxdiff,
+            }
+            if code16_within1 / code_total < bounds.down_fp16_min_within1:
+                rep.failures.append(
+                    f"down.fp16 side code within 1 level of FP32 on "
+                    f"{100 * code16_within1 / code_total:.2f}% of values "
+                    f"(need >= {100 * bounds.down_fp16_min_within1}%)"
+                )
         drop = float(np.mean(e2e["fp32"]) - np.mean(e2e["fp16"]))
         n["e2e_fp16_minus_fp32_db"] = round(-drop, 4)
         if down16_within1 / total < bounds.down_fp16_min_within1:

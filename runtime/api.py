@@ -6,7 +6,9 @@ colour kind, ICC profile, irn-trt LR metadata), as ``read_image`` gives and
 ``upscale`` reads it back, restoring the exact original size and colour kind.
 Plain arrays work too: HxWx3 uint8 RGB (HxWx4 keeps an alpha plane, resized
 with a classic bicubic filter since IRN only models RGB; HxW grey comes back
-grey), with ``original_size`` passed by hand. The backend is picked once
+grey), with ``original_size`` passed by hand. Models whose manifest declares a side
+code (IRN-M) return it with the LR (``ImageData.latent_code``) and take it back; they
+need ``ImageData``. The backend is picked once
 (``auto``: the fastest that can run here, falling back with a reason if it
 fails to load) and sessions/engines load lazily on first use. ``close()`` (or
 ``with Rescaler.load(...) as r:``) releases them. GPU engines are shaped, built and
@@ -23,6 +25,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +33,15 @@ import numpy as np
 from .backends import AUTO_ORDER, Backend, BackendOptions, Candidate, candidates, get_spec
 from .codecs import codec_label
 from .errors import IRNError
-from .image_io import ImageData, resize_alpha
-from .manifest import GraphInfo, ModelManifest, file_sha256, load_manifest
+from .image_io import DAMAGED_LATENT_NOTE, ImageData, resize_alpha
+from .manifest import GraphInfo, ModelManifest, TensorInfo, file_sha256, load_manifest
 from .memory import budget_tile, default_max_memory, tiles_by_budget
 from .model_store import DEFAULT_MODEL, find_model_dir, find_model_for_scale
 from .options import EngineOptions
 from .pngmeta import KEY_PREFIX, LRMetadata
 from .scales import format_scale, parse_scale, resize_exact
 from .scales import lr_size as scaled_lr_size
-from .tiling import TileConfig, TileSize, pad_to_multiple, plan_tiles, run_tiled
+from .tiling import TileConfig, TileSize, pad_to_multiple, plan_tiles, run_tiled_planes
 from .trt_plan import format_wxh, parse_wxh
 
 __all__ = [
@@ -59,13 +62,14 @@ def _silent(_: str) -> None:
     return None
 
 
-def default_tile_lr(halo: int) -> int:
+def default_tile_lr(halo: int, grid: int = 1) -> int:
     """Default tile edge in LR pixels: 256 (1024 HR at x4), larger if the halo would eat it.
 
     The kept core is tile - 2*halo; at least half the tile edge keeps the
-    recomputed overlap below ~3x the work and memory stays fixed per tile.
+    recomputed overlap below ~3x the work and memory stays fixed per tile. A
+    multiple of ``grid`` (the side code's, IRN-M), where tiles must start and end.
     """
-    return max(256, 4 * halo)
+    return -(-max(256, 4 * halo) // grid) * grid
 
 
 @dataclass(frozen=True)
@@ -262,14 +266,11 @@ class Rescaler:
             raise IRNError(f"{model_dir} holds {manifest.model}, not the requested {model}")
         if alpha_code not in ("chunk", "png-alpha"):
             raise IRNError(f"--alpha-code {alpha_code!r} must be chunk or png-alpha")
-        if manifest.lr_layout not in ("rgb", "grey", "rgb+alpha-code"):
-            # IRN-M's side code needs a second graph output and its own LR chunk,
-            # which this runtime does not write or read yet.
-            raise IRNError(
-                f"{manifest.model} exchanges a '{manifest.lr_layout}' LR, which irn-trt-run "
-                "and Rescaler cannot store or read yet (evaluate it with irn-eval)"
-            )
         s = manifest.scale
+        # HR tile sizes and offsets: multiples of the scale, and of the side code's grid
+        # (IRN-M) times the scale; the messages name what the number is.
+        m = manifest.tile_multiple
+        what = f"the scale {s}" if m == s else f"{m} (the scale {s} x the side code's grid)"
         if out_scale is not None and out_scale > s:
             raise IRNError(
                 f"--scale {format_scale(out_scale)} needs a model of scale {math.ceil(out_scale)} "
@@ -282,19 +283,18 @@ class Rescaler:
         if max_memory is not None and max_memory <= 0:
             raise IRNError(f"--max-memory must be positive, got {max_memory} bytes")
         tile_hw = engine.tile_hw
-        if tile_hw is not None and (min(tile_hw) <= 0 or tile_hw[0] % s or tile_hw[1] % s):
+        if tile_hw is not None and (min(tile_hw) <= 0 or tile_hw[0] % m or tile_hw[1] % m):
             raise IRNError(
-                f"--tile {engine.tile_text} must be a positive multiple of the scale {s} (HR px)"
+                f"--tile {engine.tile_text} must be a positive multiple of {what} (HR px)"
             )
-        if overlap is not None and (overlap < 0 or overlap % s):
-            raise IRNError(
-                f"--overlap {overlap} must be a non-negative multiple of the scale {s} (HR px)"
-            )
+        if overlap is not None and (overlap < 0 or overlap % m):
+            raise IRNError(f"--overlap {overlap} must be a non-negative multiple of {what} (HR px)")
         if tile_hw is not None and no_tile:
             raise IRNError("--tile and --no-tile contradict each other")
         if threads is not None and threads < 1:
             raise IRNError(f"--threads must be at least 1, got {threads}")
-        overlap_lr = manifest.overlap_halo if overlap is None else overlap // s
+        grid = manifest.lr_grid
+        overlap_lr = -(-manifest.overlap_halo // grid) * grid if overlap is None else overlap // s
         tile_lr: TileSize | None = None
         if tile_hw is not None:
             th, tw = tile_hw[0] // s, tile_hw[1] // s
@@ -446,7 +446,7 @@ class Rescaler:
         if self.whole:
             return None
         if self.tile_lr is None and not tiles_by_budget(cls.name):
-            return default_tile_lr(self.manifest.halo)
+            return default_tile_lr(self.manifest.halo, self.manifest.lr_grid)
         return self.tile_lr
 
     def _tile(self, cls: type[Backend], direction: str, lr_h: int, lr_w: int) -> TileSize | None:
@@ -454,53 +454,94 @@ class Rescaler:
         if self.whole or self.tile_lr is not None or not tiles_by_budget(cls.name):
             return self._fixed_tile_lr(cls)
         return budget_tile(
-            cls.name, direction, lr_h, lr_w, self.scale, self.overlap_lr, self.max_memory
+            cls.name,
+            direction,
+            lr_h,
+            lr_w,
+            self.scale,
+            self.overlap_lr,
+            self.max_memory,
+            self.manifest.lr_grid,
         )
 
     def _tile_config(self, cls: type[Backend], direction: str, lr_h: int, lr_w: int) -> TileConfig:
         batch = self.engine.batch_for(cls.benefits_from_batch)
         tile = self._tile(cls, direction, lr_h, lr_w)
-        return TileConfig(tile, self.overlap_lr, batch=batch, pad_to_tile=cls.fixed_shape)
+        return TileConfig(
+            tile,
+            self.overlap_lr,
+            batch=batch,
+            pad_to_tile=cls.fixed_shape,
+            grid=self.manifest.lr_grid,
+        )
 
-    def _run_graph(self, be: Backend, x: np.ndarray) -> np.ndarray:
-        """(B, h, w, C) uint8 -> (B, h', w', C') uint8 through the graph's own I/O convention."""
-        g = be.graph
-        inp = g.inputs[0]
+    def _to_feed(self, x: np.ndarray) -> np.ndarray:
+        """(B, h, w, C) uint8 -> the graph's input convention."""
         if self.manifest.io == "uint8":
-            feed = np.ascontiguousarray(x)
-        else:
-            feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(
-                255.0
-            )
-        feeds = {inp.name: feed}
-        for extra in g.inputs[1:]:  # the latent z (z policy "input"): zero, the best for PSNR
-            n, h, w = x.shape[0], x.shape[1], x.shape[2]
-            feeds[extra.name] = np.zeros((n, self.manifest.z_channels, h, w), dtype=extra.dtype)
+            return np.ascontiguousarray(x)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+    def _run_graph(self, be: Backend, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """(B, h, w, C) uint8 inputs -> every output as (B, h', w', C') uint8, through the
+        graph's own I/O convention: the image, then (IRN-M) the side code, as the manifest
+        declares them."""
+        g = be.graph
+        feeds = {g.inputs[0].name: self._to_feed(xs[0])}
+        side = iter(xs[1:])
+        for extra in g.inputs[1:]:
+            if extra.lr_grid is not None:  # a side code (IRN-M): tiled like the image
+                feeds[extra.name] = self._to_feed(next(side))
+            else:  # the latent z (z policy "input"): zero, the best for PSNR
+                n, h, w = xs[0].shape[:3]
+                feeds[extra.name] = np.zeros((n, self.manifest.z_channels, h, w), extra.dtype)
         t0 = time.perf_counter()
-        out = be.run(feeds)
+        outs = be.run_all(feeds)
         self.seconds += time.perf_counter() - t0
         if self.manifest.io == "uint8":
-            if out.dtype != np.uint8:
-                raise IRNError(f"{be.describe()} returned {out.dtype}, expected uint8")
-            return out
-        out = np.clip(np.rint(np.asarray(out, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
-        return out.transpose(0, 2, 3, 1)
+            for out in outs:
+                if out.dtype != np.uint8:
+                    raise IRNError(f"{be.describe()} returned {out.dtype}, expected uint8")
+            return outs
+        return [
+            np.clip(np.rint(np.asarray(out, dtype=np.float32) * 255.0), 0, 255)
+            .astype(np.uint8)
+            .transpose(0, 2, 3, 1)
+            for out in outs
+        ]
 
     def _rescale(
-        self, direction: str, img: np.ndarray, on_tile: Callable[[int], None] | None
-    ) -> np.ndarray:
+        self,
+        direction: str,
+        img: np.ndarray,
+        on_tile: Callable[[int], None] | None,
+        side: np.ndarray | None = None,
+    ) -> list[np.ndarray]:
+        """Run one direction, tiled: the image (and ``side``, the side code that ``up``
+        takes) in, every output of the graph out (``down``: the LR, then its side code)."""
         be = self.backend(direction)
         s = self.scale
         in_per_lr, out_per_lr = (s, 1) if direction == "down" else (1, s)
+        g = be.graph
 
-        def run_batch(x: np.ndarray) -> np.ndarray:
-            self.tiles_run += x.shape[0]
-            return self._run_graph(be, x)
+        def ratio(t: TensorInfo, image: int) -> int | Fraction:
+            return Fraction(1, t.lr_grid) if t.lr_grid is not None else image
+
+        inputs: list[tuple[np.ndarray, int | Fraction]] = [(img, in_per_lr)]
+        coded_in = [t for t in g.inputs[1:] if t.lr_grid is not None]
+        if coded_in:
+            if side is None:
+                raise IRNError(f"{g.file} needs its side code ({coded_in[0].name})")
+            inputs.append((side, ratio(coded_in[0], in_per_lr)))
+        out_ratios = [ratio(t, out_per_lr) for t in g.outputs]
+
+        def run_batch(xs: list[np.ndarray]) -> list[np.ndarray]:
+            self.tiles_run += xs[0].shape[0]
+            return self._run_graph(be, xs)
 
         lr_h, lr_w = img.shape[0] // in_per_lr, img.shape[1] // in_per_lr
         config = self._tile_config(type(be), direction, lr_h, lr_w)
         try:
-            return run_tiled(img, run_batch, in_per_lr, out_per_lr, config, on_tile)
+            return run_tiled_planes(inputs, run_batch, out_ratios, config, on_tile)
         finally:
             be.release_memory()  # the other direction may run next: one peak at a time
 
@@ -513,7 +554,7 @@ class Rescaler:
         else:
             lr_w, lr_h = width, height
         tile = self._tile(backend_class(self.selection.backend), direction, lr_h, lr_w)
-        return len(plan_tiles(lr_h, lr_w, tile, self.overlap_lr))
+        return len(plan_tiles(lr_h, lr_w, tile, self.overlap_lr, self.manifest.lr_grid))
 
     def _alpha_code(
         self, img: ImageData, meta: LRMetadata | None, from_file: bool, notes: list[str]
@@ -555,6 +596,37 @@ class Rescaler:
             )
         return lr
 
+    def _latent_code(self, img: ImageData, meta: LRMetadata | None, notes: list[str]) -> np.ndarray:
+        """IRN-M: the LR's side code, checked against the grid the model expects. A missing,
+        damaged or misfitting code gives the neutral code (every value 128, sigmoid(0): its
+        decoder's z) with one warning; the model still upscales, less sharply."""
+        info = self.manifest.side_code("up")
+        assert info is not None and info.lr_grid is not None
+        g = info.lr_grid
+        w, h = img.size
+        channels = next(d for d in info.shape if isinstance(d, int))
+        want = (-(-h // g), -(-w // g), channels)
+        code = img.latent_code
+        if code is not None and code.shape == want:
+            return code
+        damaged = [n for n in img.notes if n.startswith(DAMAGED_LATENT_NOTE)]
+        if code is not None:
+            have, need = ("x".join(map(str, shape)) for shape in (code.shape, want))
+            why = f"the LR's latent code is {have}, {self.manifest.model} needs {need} for it"
+        elif damaged:
+            why = ""  # read_image said it (the same line: shown once)
+            notes.append(damaged[0])
+        elif meta is None:
+            why = (
+                f"no irn-trt metadata and no latent code for {self.manifest.model} (not an LR "
+                "made by irn-trt's down? IRN is not super-resolution)"
+            )
+        else:
+            why = "the LR lost its latent-code chunk (re-saved by another tool?)"
+        if why:
+            notes.append(f"{why}: {_NEUTRAL_LATENT_NOTE}")
+        return np.full(want, NEUTRAL_ALPHA_CODE, np.uint8)
+
     def downscale(
         self, image: ImageData | np.ndarray, on_tile: Callable[[int], None] | None = None
     ) -> ImageData | np.ndarray:
@@ -590,7 +662,11 @@ class Rescaler:
                 )
             if not isinstance(image, ImageData):
                 raise IRNError("pass ImageData to keep both an alpha channel and the alpha code")
-        lr = self._rescale("down", hr, on_tile)
+        coded = self.manifest.side_code("down") is not None
+        if coded and not isinstance(image, ImageData):
+            raise IRNError(_ARRAY_LATENT_NOTE.format(model=self.manifest.model))
+        lr, *side = self._rescale("down", hr, on_tile)
+        latent = side[0] if coded else None
         kind = "rgb"
         code = None
         if self.manifest.lr_channels == 1:  # IRN_color: an 8-bit grey image (PNG mode L)
@@ -609,7 +685,9 @@ class Rescaler:
             else:
                 alpha = resize_alpha(src_alpha, (lw, lh))
                 notes.append(_ALPHA_NOTE)
-        storage = "none" if code is None else self.alpha_code
+        # IRN-M's side code always goes to its private chunk; IRN-A's where asked.
+        storage = self.alpha_code if code is not None else "none"
+        storage = "chunk" if latent is not None else storage
         meta = LRMetadata.for_model(
             self.manifest,
             img.size,
@@ -626,7 +704,7 @@ class Rescaler:
             icc = None
         if storage == "png-alpha":  # the paper's form: the code is the PNG's alpha
             alpha, code = code, None
-        out = ImageData(lr, alpha, kind, icc, text, notes, code=code)
+        out = ImageData(lr, alpha, kind, icc, text, notes, code=code, latent_code=latent)
         if isinstance(image, ImageData):
             return out
         if code is not None:  # arrays: the code as a 4th channel (real alpha refused above)
@@ -653,12 +731,15 @@ class Rescaler:
         kind = img.kind
         out_scale = self.output_scale
         meta = LRMetadata.from_text(img.text) if isinstance(image, ImageData) else None
+        coded = self.manifest.side_code("up") is not None
+        if coded and not isinstance(image, ImageData):
+            raise IRNError(_ARRAY_LATENT_NOTE.format(model=self.manifest.model))
         if meta is not None:
             meta.check_model(self.manifest)
             meta.check_lr_size(img.size)
             kind, original_size = meta.kind, meta.original_size
             out_scale = meta.effective_scale
-        elif isinstance(image, ImageData):
+        elif isinstance(image, ImageData) and not coded:  # IRN-M says it in _latent_code
             notes.append(
                 _COLOUR_GUESS_NOTE if self.manifest.task == "decolorize" else _NO_METADATA_NOTE
             )
@@ -684,7 +765,8 @@ class Rescaler:
             code, lr_alpha = self._alpha_code(img, meta, isinstance(image, ImageData), notes)
             lr = np.dstack([img.rgb, code])
         lr = self._restore_lr(img, lr, notes)
-        hr = self._rescale("up", lr, on_tile)
+        latent = self._latent_code(img, meta, notes) if coded else None
+        hr = self._rescale("up", lr, on_tile, side=latent)[0]
         ow, oh = original_size
         # Integer scale: crop the edge padding of downscale; fractional: resize back.
         hr = hr[:oh, :ow] if out_scale == self.scale else resize_exact(hr, original_size)
@@ -723,6 +805,15 @@ ICC_TEXT_KEY = KEY_PREFIX + "icc-profile"
 #: IRN-A's code value that means "no information": sigmoid(0) = 0.5 in 8 bits.
 NEUTRAL_ALPHA_CODE = 128
 _ALPHA_KEPT_NOTE = "alpha channel carried unchanged (the model converts the colour only)"
+#: What an IRN-M upscale without its side code does (the end of one warning line).
+_NEUTRAL_LATENT_NOTE = (
+    "upscaling with the neutral latent code (z decoded from an all-128 code), "
+    "expect a blurrier result"
+)
+_ARRAY_LATENT_NOTE = (
+    "{model} keeps a latent code beside the LR: pass ImageData (ImageData.from_array) to "
+    "downscale and upscale, the code travels in its latent_code"
+)
 _COLOUR_GUESS_NOTE = (
     "no irn-trt metadata: colorizing anyway, but the colours are a guess "
     "(only grey images made by irn-trt's decolorize restore their colours)"

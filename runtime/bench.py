@@ -229,7 +229,7 @@ def _quality_runtime(rescaler: Rescaler, folder: str) -> float:
     """Mean Y-PSNR of the round trip over a folder, irn-eval's protocol (mod-crop, border)."""
     import numpy as np
 
-    from .image_io import list_images, read_rgb
+    from .image_io import ImageData, list_images, read_rgb
     from .metrics import y_psnr_ssim
     from .resize import modcrop
 
@@ -237,7 +237,9 @@ def _quality_runtime(rescaler: Rescaler, folder: str) -> float:
     vals = []
     for f in list_images(folder):
         hr = modcrop(read_rgb(f), s)
-        vals.append(y_psnr_ssim(rescaler.upscale(rescaler.downscale(hr)), hr, s)[0])
+        # ImageData: what the LR carries besides its pixels (IRN-M's side code) goes along.
+        lr = rescaler.downscale(ImageData(hr))
+        vals.append(y_psnr_ssim(rescaler.upscale(lr).rgb, hr, s)[0])
     return float(np.mean(vals))
 
 
@@ -260,9 +262,12 @@ def _child_runtime(args: dict) -> dict:
 
 
 def _measure(r: Rescaler, args: dict) -> dict:
-    hr = bench_image(args["image"], args["height"], args["width"])
+    from .image_io import ImageData
+
+    # ImageData: what the LR carries besides its pixels (IRN-M's side code) goes along.
+    hr = ImageData(bench_image(args["image"], args["height"], args["width"]))
     res: dict = {"precision": r.selection.precision}
-    mp = hr.shape[0] * hr.shape[1] / 1e6
+    mp = hr.rgb.shape[0] * hr.rgb.shape[1] / 1e6
     lr = r.downscale(hr)  # warm-up: the first call at a shape selects kernels
     if "down" in args["directions"]:
         t, lr = time_median(lambda: r.downscale(hr), args["repeat"])
@@ -271,7 +276,7 @@ def _measure(r: Rescaler, args: dict) -> dict:
         r.upscale(lr)
         t, _ = time_median(lambda: r.upscale(lr), args["repeat"])
         res["up_s"], res["up_mp_per_s"] = round(t, 4), round(mp / t, 4)
-    res["tiles_per_image"] = r.count_tiles(hr.shape[0], hr.shape[1])
+    res["tiles_per_image"] = r.count_tiles(hr.rgb.shape[0], hr.rgb.shape[1])
     try:
         peak = _backend_peak(r, *args["peak_hw"], max(args["repeat"], 3))
         res["peak_gflop_per_s"] = round(peak, 2)

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-trt-run photo.jpg --lr-format jpeg:90 -o out/  # -> out/photo_lr.jpg (lossy: up "
         "loses quality)\n"
         "\n"
+        "models with a side code (irn_m_*): the LR PNG carries it in a private chunk (irLC);"
+        "\nan LR without it upscales with the neutral code and a warning.\n"
         "models that decolorize (irn_color): down = decolorize (an 8-bit grey PNG), up = "
         "colorize;\noutputs <stem>_gray.png, <stem>_color.png, <stem>_roundtrip.png "
         "(roundtrip PSNR/SSIM in RGB).\n"

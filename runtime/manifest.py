@@ -30,6 +30,14 @@ channel that codes high frequencies; the graphs' LR has 4 channels),
 ``rgb+latent`` (IRN-M: a side code of z travels with the LR), ``grey``
 (IRN_color: the "LR" is a same-size 8-bit grey image; the task is
 decolorize / colorize, ``scale`` is 1).
+
+Side code (IRN-M): ``down`` has a second output and ``up`` a second input, the
+same tensor (name, 8-bit, channels last for uint8 I/O), whose :class:`TensorInfo`
+has ``lr_grid`` set: one value per ``lr_grid`` x ``lr_grid`` LR pixels, so an LR
+of h x w has a code of ceil(h / lr_grid) x ceil(w / lr_grid). Tensors without it
+(absent in older manifests) are images. Tiles then start and end on that grid:
+``tile_multiple`` is ``scale * lr_grid`` HR px (just ``scale`` otherwise), and
+``halo`` a multiple of ``lr_grid``.
 """
 
 from __future__ import annotations
@@ -81,6 +89,8 @@ class TensorInfo:
     dtype: str  # numpy dtype name: "uint8", "float32", "float16"
     shape: tuple[int | str, ...]
     layout: str  # "NHWC" or "NCHW"
+    #: A side code's grid: one value per lr_grid x lr_grid LR px (None: an image tensor).
+    lr_grid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,19 @@ class ModelManifest:
         return {"rgb+alpha-code": 4, "grey": 1}.get(self.lr_layout, 3)
 
     @property
+    def lr_grid(self) -> int:
+        """LR px per side-code value along each axis (1 without a side code): tiles align to it."""
+        return max(1, self.tile_multiple // self.scale)
+
+    def side_code(self, direction: str) -> TensorInfo | None:
+        """The side code among ``direction``'s outputs (down) or inputs (up); None if none."""
+        graphs = [g for g in self.graphs if g.direction == direction]
+        if not graphs:
+            return None
+        tensors = graphs[0].outputs if direction == "down" else graphs[0].inputs
+        return next((t for t in tensors if t.lr_grid is not None), None)
+
+    @property
     def overlap_halo(self) -> int:
         """Default tile overlap (LR px): the effective halo if recorded, else the exact ``halo``."""
         if self.effective_halo is None:
@@ -155,14 +178,8 @@ class ModelManifest:
                 precision=g["precision"],
                 file=g["file"],
                 sha256=g["sha256"],
-                inputs=tuple(
-                    TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"])
-                    for t in g["inputs"]
-                ),
-                outputs=tuple(
-                    TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"])
-                    for t in g["outputs"]
-                ),
+                inputs=tuple(_tensor(t) for t in g["inputs"]),
+                outputs=tuple(_tensor(t) for t in g["outputs"]),
                 plugins=tuple(g.get("plugins", ())),
             )
             for g in d["graphs"]
@@ -187,6 +204,13 @@ class ModelManifest:
             macs_per_lr_pixel=_macs(d.get("macs_per_lr_pixel")),
             format=d.get("format", MANIFEST_FORMAT),
         )
+
+
+def _tensor(t: dict[str, Any]) -> TensorInfo:
+    grid = t.get("lr_grid")
+    if grid is not None and (not isinstance(grid, int) or isinstance(grid, bool) or grid < 1):
+        raise ValueError(f"tensor {t.get('name')!r}: lr_grid must be a positive integer")
+    return TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"], grid)
 
 
 def _lr_layout(raw: Any) -> str:

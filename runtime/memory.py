@@ -139,12 +139,15 @@ def budget_tile(
     scale: int,
     overlap: int,
     budget: int,
+    grid: int = 1,
 ) -> tuple[int, int] | None:
     """The CPU tile (h, w) in LR px for an ``lr_h`` x ``lr_w`` image, or None for the whole image.
 
     The largest tiles whose modelled peak RSS (with the image's own buffers)
-    stays within ``budget`` bytes, arranged to compute the fewest pixels.
+    stays within ``budget`` bytes, arranged to compute the fewest pixels; with a
+    side code (``grid`` LR px per value, ``overlap`` a multiple of it), in whole cells.
     """
     hr_px = lr_h * lr_w * scale * scale
     max_lr_px = max_tile_pixels(backend, direction, budget, hr_px) // (scale * scale)
-    return fit_tiles(lr_h, lr_w, overlap, max_lr_px)
+    cells = fit_tiles(-(-lr_h // grid), -(-lr_w // grid), overlap // grid, max_lr_px // grid**2)
+    return None if cells is None else (cells[0] * grid, cells[1] * grid)

@@ -15,12 +15,22 @@ rectangular) that fit a memory budget (:func:`fit_tiles`).
 
 Only the output image is allocated at full size; tiles are streamed, so the
 backend's working memory is bounded by the tile size, not the image size.
+
+A graph may also exchange a coarser tensor beside the image (IRN-M's side code:
+one value per ``grid`` x ``grid`` LR px, ceil at the bottom/right edge). Then
+tiles start, end and overlap on that grid (``TileConfig.grid``), and the last
+tile along an axis ends exactly at the image's end, shorter by the part of a
+cell the image does not fill, so a tile sees the same partial cells as the
+whole image and the stitched code equals the untiled one. :func:`run_tiled_planes`
+cuts and stitches every tensor at its own resolution.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -36,6 +46,7 @@ __all__ = [
     "fit_tiles",
     "pad_to_multiple",
     "run_tiled",
+    "run_tiled_planes",
 ]
 
 
@@ -49,12 +60,31 @@ class AxisSpan:
     keep1: int
 
 
-def plan_axis(length: int, tile: int, overlap: int) -> list[AxisSpan]:
+def plan_axis(length: int, tile: int, overlap: int, grid: int = 1) -> list[AxisSpan]:
     """Tiles of fixed ``tile`` size covering ``[0, length)``; kept parts partition the axis.
 
     An axis no longer than the tile is one tile of the axis length (the caller
-    pads first where a backend needs the exact tile shape).
+    pads first where a backend needs the exact tile shape). With ``grid`` > 1
+    (``tile`` and ``overlap`` multiples of it), every start and kept boundary is on
+    the grid; the last tile ends at ``length``, shorter when ``length`` is not a
+    multiple of the grid.
     """
+    if grid > 1:
+        if tile % grid or overlap % grid:
+            raise IRNError(
+                f"tile {tile} and overlap {overlap} must be multiples of {grid} LR px "
+                "(the side code's grid)"
+            )
+        cells = plan_axis(-(-length // grid), tile // grid, overlap // grid)
+        return [
+            AxisSpan(
+                c.start * grid,
+                min(c.size * grid, length - c.start * grid),
+                c.keep0 * grid,
+                min(c.keep1 * grid, length),
+            )
+            for c in cells
+        ]
     if length <= 0:
         raise ValueError(f"axis length must be positive, got {length}")
     if length <= tile:
@@ -104,11 +134,19 @@ def _hw(tile: TileSize) -> tuple[int, int]:
     return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
 
 
-def plan_tiles(lr_h: int, lr_w: int, tile: TileSize | None, overlap: int) -> TilePlan:
-    """Plan an ``lr_h`` x ``lr_w`` (LR pixels) image; ``tile=None`` means one whole-image tile."""
-    tile_h, tile_w = (lr_h, lr_w) if tile is None else _hw(tile)
-    ys = plan_axis(lr_h, tile_h, overlap)
-    xs = plan_axis(lr_w, tile_w, overlap)
+def plan_tiles(
+    lr_h: int, lr_w: int, tile: TileSize | None, overlap: int, grid: int = 1
+) -> TilePlan:
+    """Plan an ``lr_h`` x ``lr_w`` (LR pixels) image; ``tile=None`` means one whole-image tile.
+
+    ``grid``: see :func:`plan_axis`.
+    """
+    if tile is None:
+        ys, xs = [AxisSpan(0, lr_h, 0, lr_h)], [AxisSpan(0, lr_w, 0, lr_w)]
+    else:
+        tile_h, tile_w = _hw(tile)
+        ys = plan_axis(lr_h, tile_h, overlap, grid)
+        xs = plan_axis(lr_w, tile_w, overlap, grid)
     return TilePlan(lr_h, lr_w, tuple(Tile(y, x) for y in ys for x in xs))
 
 
@@ -164,13 +202,20 @@ class TileConfig:
     overlap: int
     batch: int = 1
     pad_to_tile: bool = False  # pad images smaller than the tile up to it (static shapes)
+    grid: int = 1  # LR px per side-code value: tiles and the overlap align to it
 
     def __post_init__(self) -> None:
         if self.overlap < 0:
             raise IRNError(f"overlap must be >= 0, got {self.overlap}")
+        if self.grid < 1:
+            raise IRNError(f"grid must be positive, got {self.grid}")
+        if self.overlap % self.grid:
+            raise IRNError(f"overlap {self.overlap} is not a multiple of {self.grid} LR px")
         if self.tile is None:
             return
         for edge in _hw(self.tile):
+            if edge % self.grid:
+                raise IRNError(f"tile {self.tile} is not a multiple of {self.grid} LR px")
             if edge < 1:
                 raise IRNError(f"tile must be positive, got {self.tile}")
             if edge <= 2 * self.overlap:
@@ -189,9 +234,37 @@ def pad_to_multiple(img: np.ndarray, multiple_h: int, multiple_w: int) -> np.nda
     return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
 
 
+#: Pixels of a tensor per LR pixel along each axis: an int (the image, the HR) or a
+#: fraction 1/g (a side code with one value per g x g LR px, ceil at the image's end).
+Ratio = int | Fraction
+
+
+def _extent(lr: int, ratio: Ratio) -> int:
+    """Pixels of a tensor with ``ratio`` px per LR px covering ``lr`` LR px (ceil)."""
+    return math.ceil(lr * ratio)
+
+
+def _exact(lr: int, ratio: Ratio) -> int:
+    """``lr * ratio`` where it must be whole (a tile start on the grid)."""
+    value = lr * ratio
+    if value != int(value):
+        raise ValueError(f"{lr} LR px is not on the grid of a 1/{1 / ratio} tensor")
+    return int(value)
+
+
 def _batches(tiles: tuple[Tile, ...], batch: int) -> Iterator[tuple[Tile, ...]]:
-    for i in range(0, len(tiles), batch):
-        yield tiles[i : i + batch]
+    """Consecutive tiles of one shape, at most ``batch`` at a time (a short last tile
+    along an axis, see :func:`plan_axis`, goes in its own batch)."""
+    group: list[Tile] = []
+    for t in tiles:
+        if group and (
+            len(group) == batch or (t.y.size, t.x.size) != (group[0].y.size, group[0].x.size)
+        ):
+            yield tuple(group)
+            group = []
+        group.append(t)
+    if group:
+        yield tuple(group)
 
 
 def run_tiled(
@@ -209,54 +282,99 @@ def run_tiled(
     ``in_per_lr``. ``run_batch`` maps (B, h, w, C) to (B, h', w', C') with
     h' = h / in_per_lr * out_per_lr. ``on_tile(n)`` reports progress.
     """
+    (out,) = run_tiled_planes(
+        [(image, in_per_lr)], lambda xs: [run_batch(xs[0])], [out_per_lr], config, on_tile
+    )
+    return out
+
+
+def run_tiled_planes(
+    inputs: Sequence[tuple[np.ndarray, Ratio]],
+    run_batch: Callable[[list[np.ndarray]], Sequence[np.ndarray]],
+    out_ratios: Sequence[Ratio],
+    config: TileConfig,
+    on_tile: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """:func:`run_tiled` for graphs with several HWC inputs and outputs on different grids.
+
+    ``inputs``: (array, px per LR px); the first is the image, whose H and W must
+    be multiples of its (integer) ratio and set the LR size; the others cover it
+    at their ratio (a side code: ceil(LR / g) values). ``run_batch`` gets one
+    (B, h, w, C) stack per input and returns one per output, at ``out_ratios``.
+    Every tile reads and keeps each tensor at its own resolution: tile starts and
+    kept boundaries lie on ``config.grid``, where a 1/g tensor has whole values.
+    """
+    image, in_ratio = inputs[0]
     h, w = image.shape[:2]
-    if h % in_per_lr or w % in_per_lr:
-        raise ValueError(f"image {w}x{h} is not a multiple of {in_per_lr}")
-    lr_h, lr_w = h // in_per_lr, w // in_per_lr
-    src = image
+    if h % in_ratio or w % in_ratio:
+        raise ValueError(f"image {w}x{h} is not a multiple of {in_ratio}")
+    lr_h, lr_w = int(h // in_ratio), int(w // in_ratio)
+    for arr, r in inputs[1:]:
+        if arr.shape[:2] != (_extent(lr_h, r), _extent(lr_w, r)):
+            raise ValueError(f"input of shape {arr.shape} does not cover {lr_w}x{lr_h} LR px")
+    planes = [arr for arr, _ in inputs]
+    ratios = [r for _, r in inputs]
+    src_h, src_w = lr_h, lr_w
     if config.pad_to_tile and config.tile is not None:
         tile_h, tile_w = _hw(config.tile)
-        if lr_h < tile_h or lr_w < tile_w:
-            # Small images: pad to the tile so the backend always sees the one tile shape.
-            src = np.pad(
-                image,
-                (
-                    (0, max(0, tile_h - lr_h) * in_per_lr),
-                    (0, max(0, tile_w - lr_w) * in_per_lr),
-                    (0, 0),
-                ),
-                mode="edge",
-            )
-    plan = plan_tiles(
-        src.shape[0] // in_per_lr, src.shape[1] // in_per_lr, config.tile, config.overlap
-    )
-    out: np.ndarray | None = None
-    for group in _batches(plan.tiles, max(1, config.batch)):
-        stack = np.stack(
-            [
-                src[
-                    t.y.start * in_per_lr : (t.y.start + t.y.size) * in_per_lr,
-                    t.x.start * in_per_lr : (t.x.start + t.x.size) * in_per_lr,
-                ]
-                for t in group
+        g = config.grid
+        # Small images are padded to the tile so the backend always sees the one tile
+        # shape; on a grid, to whole cells too (a short last tile would be another shape).
+        src_h = max(tile_h, -(-lr_h // g) * g) if lr_h < tile_h or lr_h % g else lr_h
+        src_w = max(tile_w, -(-lr_w // g) * g) if lr_w < tile_w or lr_w % g else lr_w
+        if (src_h, src_w) != (lr_h, lr_w):
+            planes = [
+                np.pad(
+                    p,
+                    (
+                        (0, _extent(src_h, r) - p.shape[0]),
+                        (0, _extent(src_w, r) - p.shape[1]),
+                        (0, 0),
+                    ),
+                    mode="edge",
+                )
+                for p, r in zip(planes, ratios, strict=True)
             ]
-        )
-        res = run_batch(stack)
-        if res.shape[0] != len(group):
-            raise RuntimeError(f"backend returned {res.shape[0]} tiles for {len(group)}")
-        if out is None:
-            out = np.empty((lr_h * out_per_lr, lr_w * out_per_lr, res.shape[3]), dtype=res.dtype)
-        for t, r in zip(group, res, strict=True):
+    plan = plan_tiles(src_h, src_w, config.tile, config.overlap, config.grid)
+    outs: list[np.ndarray] | None = None
+    for group in _batches(plan.tiles, max(1, config.batch)):
+        stacks = [
+            np.stack(
+                [
+                    p[
+                        _exact(t.y.start, r) : _extent(t.y.start + t.y.size, r),
+                        _exact(t.x.start, r) : _extent(t.x.start + t.x.size, r),
+                    ]
+                    for t in group
+                ]
+            )
+            for p, r in zip(planes, ratios, strict=True)
+        ]
+        results = list(run_batch(stacks))
+        if len(results) != len(out_ratios):
+            raise RuntimeError(
+                f"backend returned {len(results)} outputs, expected {len(out_ratios)}"
+            )
+        for res in results:
+            if res.shape[0] != len(group):
+                raise RuntimeError(f"backend returned {res.shape[0]} tiles for {len(group)}")
+        if outs is None:
+            outs = [
+                np.empty((_extent(lr_h, r), _extent(lr_w, r), res.shape[3]), dtype=res.dtype)
+                for res, r in zip(results, out_ratios, strict=True)
+            ]
+        for i, t in enumerate(group):
             # Kept region, clipped to the unpadded image.
             y0, y1 = t.y.keep0, min(t.y.keep1, lr_h)
             x0, x1 = t.x.keep0, min(t.x.keep1, lr_w)
             if y1 <= y0 or x1 <= x0:
                 continue
-            out[y0 * out_per_lr : y1 * out_per_lr, x0 * out_per_lr : x1 * out_per_lr] = r[
-                (y0 - t.y.start) * out_per_lr : (y1 - t.y.start) * out_per_lr,
-                (x0 - t.x.start) * out_per_lr : (x1 - t.x.start) * out_per_lr,
-            ]
+            for out, res, r in zip(outs, results, out_ratios, strict=True):
+                oy0, ox0 = _exact(y0, r), _exact(x0, r)
+                oy1, ox1 = _extent(y1, r), _extent(x1, r)
+                ty, tx = _exact(t.y.start, r), _exact(t.x.start, r)
+                out[oy0:oy1, ox0:ox1] = res[i, oy0 - ty : oy1 - ty, ox0 - tx : ox1 - tx]
         if on_tile is not None:
             on_tile(len(group))
-    assert out is not None
-    return out
+    assert outs is not None
+    return outs

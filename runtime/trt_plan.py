@@ -172,7 +172,7 @@ def default_hr_tile(manifest: ModelManifest) -> tuple[int, int]:
     """irn-trt-run's default tile in HR pixels (from its halo), shared so engines are reused."""
     from .api import default_tile_lr  # the runtime core's rule; imported late (no cycle)
 
-    edge = default_tile_lr(manifest.halo) * manifest.scale
+    edge = default_tile_lr(manifest.halo, manifest.lr_grid) * manifest.scale
     return (edge, edge)
 
 
@@ -193,6 +193,10 @@ def _spatial_axes(info: TensorInfo) -> tuple[int, int, int]:
 
 
 def _shape_at(info: TensorInfo, batch: int, hw: tuple[int, int]) -> tuple[int, ...]:
+    """``info``'s shape for a batch and an image tile ``hw``; a side code (``lr_grid``)
+    takes ``hw`` in LR px and covers it with ceil(hw / lr_grid) values."""
+    if info.lr_grid is not None:
+        hw = (-(-hw[0] // info.lr_grid), -(-hw[1] // info.lr_grid))
     n_ax, h_ax, w_ax = _spatial_axes(info)
     shape: list[int] = []
     for axis, dim in enumerate(info.shape):
@@ -228,6 +232,7 @@ def profile_for_graph(
     smallest = (manifest.scale, manifest.scale) if graph.direction == "down" else (1, 1)
     if th < smallest[0] or tw < smallest[1]:
         raise IRNError(f"tile {th}x{tw} is smaller than the smallest input {smallest}")
+    # A side code input (up's, IRN-M) follows the LR tile it belongs to.
     return tuple(
         ProfileShapes(
             name=info.name,
@@ -288,8 +293,16 @@ def plan_bindings(
     if missing or extra:
         raise IRNError(f"graph {graph.file}: inputs {missing} missing, {extra} unexpected")
     plan = [Binding(t.name, t.dtype, tuple(input_shapes[t.name]), True) for t in graph.inputs]
-    out = output_shape(graph, scale, input_shapes[graph.inputs[0].name])
-    plan += [Binding(t.name, t.dtype, out, False) for t in graph.outputs]
+    main = input_shapes[graph.inputs[0].name]
+    out = output_shape(graph, scale, main)
+    n_ax, h_ax, w_ax = _spatial_axes(graph.inputs[0])
+    n, h, w = main[n_ax], main[h_ax], main[w_ax]
+    lr_hw = (h // scale, w // scale) if graph.direction == "down" else (h, w)
+    plan += [
+        # A side code output (down's, IRN-M) covers the LR: ceil(LR / lr_grid) values.
+        Binding(t.name, t.dtype, _shape_at(t, n, lr_hw) if t.lr_grid is not None else out, False)
+        for t in graph.outputs
+    ]
     return tuple(plan)
 
 

@@ -1,5 +1,6 @@
 """IRN-A and IRN-M (seed 004): structure, exact invertibility, the start from a trained
-IRN, their losses and training stages, evaluation and IRN-A's export."""
+IRN, their losses and training stages, evaluation and IRN-A's export (IRN-M's export and
+runtime: test_irn_m.py)."""
 
 from __future__ import annotations
 
@@ -246,22 +247,7 @@ def test_irn_a_exports_with_a_four_channel_lr(tmp_path: Path) -> None:
     assert lr.shape == (1, 16, 20, 4)
     assert np.abs(lr[0].astype(int) - expected.astype(int)).max() <= 1
     assert manifest.parity["down_fp32_vs_torch"]["equal_fraction"] > 0.999
-    # IRN-M's side code has no file form yet: a manifest declaring it is refused in one line.
-    from irn_trt.runtime.api import Rescaler
-
-    doc = json.loads((out / "manifest.json").read_text())
-    doc["lr_layout"] = "rgb+latent"
-    (out / "manifest.json").write_text(json.dumps(doc))
-    with pytest.raises(IRNError, match="'rgb\\+latent' LR, which irn-trt-run"):
-        Rescaler.load(out)
-
-
-def test_irn_m_export_is_refused_in_one_line(tmp_path: Path) -> None:
-    from irn_trt.export.api import ExportOptions, export_model
-
-    model = build_model(tiny_config("irn_m_x2"))
-    with pytest.raises(IRNError, match="IRN-M"):
-        export_model(model, tmp_path / "m", options=ExportOptions())
+    assert manifest.side_code("down") is None and manifest.lr_grid == 1  # IRN-M: test_irn_m.py
 
 
 # --- IRN-A through irn-trt-run: where the alpha code lives in the LR file ------------

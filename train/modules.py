@@ -360,7 +360,13 @@ class LatentAutoencoder(nn.Module):
     def factor(self) -> int:
         return 2**self.pools
 
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
+    def encode_logits(self, z: torch.Tensor, smooth_pool: bool = False) -> torch.Tensor:
+        """The code before its sigmoid (exported graphs take the sigmoid in FP32).
+
+        ``smooth_pool`` averages instead of taking the max over the same windows: the
+        same receptive field, with a derivative for every input (halo measurement).
+        """
+        pool = F.avg_pool2d if smooth_pool else F.max_pool2d
         x = z
         last = len(self.encoder) - 1
         for i, conv in enumerate(self.encoder):
@@ -368,8 +374,11 @@ class LatentAutoencoder(nn.Module):
             if i < last:
                 x = self.act(x)
             if i < self.pools:
-                x = F.max_pool2d(x, 2, ceil_mode=True)
-        return torch.sigmoid(x)
+                x = pool(x, 2, ceil_mode=True)
+        return x
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.encode_logits(z))
 
     def decode(self, code: torch.Tensor, height: int, width: int) -> torch.Tensor:
         x = code

@@ -80,7 +80,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Run the graph; return its single output."""
+        """Run the graph; return its (first) output."""
+
+    def _run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the graph; return every output in the manifest's order (default: :meth:`_run`'s,
+        for graphs with one output). Backends override it for graphs with a second output
+        (IRN-M's side code)."""
+        return [self._run(feeds)]
 
     def _close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release what ``_load`` created, also after a ``_load`` that failed half-way."""
@@ -117,6 +123,17 @@ class Backend(abc.ABC):
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self.load()
         return self._run(feeds)
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output of the graph, in the order of ``graph.outputs``."""
+        self.load()
+        outs = self._run_all(feeds)
+        if len(outs) != len(self.graph.outputs):
+            raise RuntimeError(
+                f"{self.describe()} returned {len(outs)} outputs, the graph has "
+                f"{len(self.graph.outputs)}"
+            )
+        return outs
 
     def release_memory(self) -> None:
         """Free the working memory a backend keeps between calls (default: nothing kept).

@@ -55,6 +55,10 @@ class OrtCpuBackend(Backend):
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._session.run(None, feeds, self._run_options)[0]
 
+    def _run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        names = [t.name for t in self.graph.outputs]
+        return list(self._session.run(names, feeds, self._run_options))
+
     def _close(self) -> None:
         # ONNX Runtime frees a session (and its arena) when the last reference goes.
         self._session = None

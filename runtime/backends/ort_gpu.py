@@ -193,6 +193,9 @@ class _OrtGpuBackend(Backend):
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._session.run([self._output], feeds)[0]
 
+    def _run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return list(self._session.run([t.name for t in self.graph.outputs], feeds))
+
     def _close(self) -> None:
         self._session = None  # ONNX Runtime releases the providers' GPU memory with it
 

@@ -117,6 +117,15 @@ class OvCpuBackend(Backend):
         result = self._request.infer(feeds)
         return np.asarray(result[self._compiled.output(0)]).copy()
 
+    def _run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        # Outputs by index (OpenVINO's recommended way): the ONNX graph's order, which
+        # is the manifest's (the exporter writes both from one list).
+        result = self._request.infer(feeds)
+        return [
+            np.asarray(result[self._compiled.output(i)]).copy()
+            for i in range(len(self.graph.outputs))
+        ]
+
     def release_memory(self) -> None:
         # The infer request keeps the largest call's intermediate buffers until told.
         if self._loaded:

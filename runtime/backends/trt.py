@@ -279,6 +279,9 @@ class TensorRTBackend(Backend):
                 raise IRNError(f"TensorRT rejected the buffer address of tensor {name}")
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self._run_all(feeds)[0]
+
+    def _run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         assert self._cuda is not None and self._context is not None
         shapes = {name: tuple(arr.shape) for name, arr in feeds.items()}
         bindings = plan_bindings(self.graph, self.manifest.scale, shapes)
@@ -308,11 +311,16 @@ class TensorRTBackend(Backend):
                 raise IRNError(f"engine output {b.name} has shape {got}, expected {b.shape}")
         if not self._context.execute_async_v3(self._cuda.stream_handle(self._stream)):
             raise IRNError("TensorRT execution failed (execute_async_v3 returned False)")
-        out = outputs[0]
-        staging = self._host[out.name][: out.nbytes]
-        self._cuda.copy_to_host(staging, self._buffers[out.name], self._stream)
+        stagings = []
+        for out in outputs:  # the manifest's order (plan_bindings follows graph.outputs)
+            staging = self._host[out.name][: out.nbytes]
+            self._cuda.copy_to_host(staging, self._buffers[out.name], self._stream)
+            stagings.append(staging)
         self._cuda.synchronize(self._stream)
-        return staging.view(np.dtype(out.dtype)).reshape(out.shape).copy()
+        return [
+            st.view(np.dtype(out.dtype)).reshape(out.shape).copy()
+            for st, out in zip(stagings, outputs, strict=True)
+        ]
 
     @property
     def device_memory_bytes(self) -> int:
