@@ -653,6 +653,10 @@ def _check_model_lr_format(rescaler: Rescaler, fmt: LRFormat) -> None:
         raise IRNError(
             f"{manifest.model}'s LR carries an alpha code in a PNG chunk: use --lr-format png"
         )
+    if fmt.name != "png" and manifest.side_code("up") is not None:
+        raise IRNError(
+            f"{manifest.model}'s LR carries a latent code in a PNG chunk: use --lr-format png"
+        )
     if manifest.task == "decolorize" and not fmt.holds_grey:
         raise IRNError(
             f"{manifest.model} writes a greyscale image, which WebP cannot store: use "

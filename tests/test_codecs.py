@@ -346,5 +346,10 @@ def test_formats_a_model_cannot_store_are_refused_up_front(tmp_model_dir) -> Non
         _check_model_lr_format(irn_a, LRFormat("webp-lossless"))
     with pytest.raises(IRNError, match="WebP cannot store"):
         _check_model_lr_format(colour, LRFormat("webp", 90))
+    irn_m = SimpleNamespace(manifest=SimpleNamespace(**{
+        "model": "irn_m_x4", "lr_channels": 3, "task": "rescale", "side_code": lambda d: object()
+    }))  # fmt: skip
+    with pytest.raises(IRNError, match="latent code in a PNG chunk"):
+        _check_model_lr_format(irn_m, LRFormat("jpeg", 90))
     _check_model_lr_format(irn_a, LRFormat("png"))
     _check_model_lr_format(colour, LRFormat("jpeg", 90))  # a greyscale JPEG is fine
