@@ -1,4 +1,5 @@
-"""``export_model``: a model -> a model directory (four ONNX graphs + manifest.json).
+"""``export_model``: a model -> a model directory (four ONNX graphs + manifest.json, plus the
+graphs of any compression restore modules given, see :mod:`.crm_export`).
 
 The graphs are built in a temporary folder beside ``out_dir``, verified, and
 only then moved into place (each file atomically, the manifest last), so a
@@ -40,6 +41,7 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .crm_export import RestoreModel, check_restorers, export_restorers
 from .fgrn_graphs import FGRNDownGraph, FGRNUpGraph
 from .graphs import DownGraph, GraphSpec, IOKind, UpGraph, ZPolicy
 from .halo import measure_effective_halo, measure_halo, round_up
@@ -273,6 +275,7 @@ def export_model(
     bounds: Bounds | None = None,
     halo_images: Sequence[np.ndarray] = (),
     progress: bool = False,
+    restorers: Sequence[RestoreModel] = (),
 ) -> ModelManifest:
     """Export ``model`` into ``out_dir``; returns the manifest written there.
 
@@ -284,6 +287,9 @@ def export_model(
     ``halo_images`` (HR uint8): when given, the trained weights' effective halo is
     measured on them (:func:`.halo.measure_effective_halo`) and recorded in the
     manifest's ``effective_halo``, the runtime's default tile overlap.
+    ``restorers``: compression restore modules exported beside the rescaler (their
+    graphs verified on the same images, their halo measured on the same halo images;
+    :func:`.crm_export.export_restorers`).
     """
     from tqdm import tqdm
 
@@ -301,6 +307,7 @@ def export_model(
             f"{model.config.name} has no latent z: --z {options.z_policy} does not apply "
             "(its up graph takes the LR alone)"
         )
+    check_restorers(model, restorers)
     model = model.eval()
     out_dir = Path(out_dir)
     s = model.scale
@@ -362,6 +369,20 @@ def export_model(
                 graph_infos.append(
                     GraphInfo(direction, precision, name, file_sha256(path), ins, outs)
                 )
+        restore_infos: list = []
+        if restorers:
+            more, restore_infos, restore_parity = export_restorers(
+                model,
+                restorers,
+                tmp,
+                options.precisions,
+                options.io,
+                [img for _, img in images],
+                [modcrop(img, s) for img in halo_images],
+                bounds,
+            )
+            graph_infos += more
+            parity["restore"] = restore_parity
         parity["ops"] = {f"{d}.{p}": infos[(d, p)][2] for d, p in infos if p in options.precisions}
         parity["halo_measured"] = {"down": halo.down, "up": halo.up}
         parity["coupling_fp32_island"] = options.coupling_fp32
@@ -384,13 +405,16 @@ def export_model(
             parity=parity,
             effective_halo=effective.to_dict() if effective is not None else None,
             macs_per_lr_pixel=macs,
+            restore=tuple(restore_infos),
         )
         write_manifest(tmp, manifest)
         for info in graph_infos:
             os.replace(tmp / info.file, out_dir / info.file)
         os.replace(tmp / MANIFEST_FILE, out_dir / MANIFEST_FILE)
         # Graphs of a precision this export did not produce would not match the manifest.
-        for stale in set(GRAPH_FILES) - {g.file for g in graph_infos}:
+        written = {g.file for g in graph_infos}
+        stale_restore = {p.name for p in out_dir.glob("restore.*.onnx")}
+        for stale in (set(GRAPH_FILES) | stale_restore) - written:
             (out_dir / stale).unlink(missing_ok=True)
         done = True
         return manifest

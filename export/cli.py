@@ -80,6 +80,8 @@ def _resolve_model_name(scale: int | None, model: str | None) -> str:
             config = get_config(model)
         except ValueError as exc:
             raise IRNError(str(exc)) from None
+        if config.family == "crm":
+            raise IRNError(f"{model} is a CRM: export it beside its rescaler with --crm DIR")
         if scale is not None and config.scale != scale:
             raise IRNError(f"model {model} has scale {config.scale}, not {scale}")
         return model
@@ -125,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-export --model fgrn_x4 --checkpoint runs/fgrn_x4/best --out build/fgrn_x4\n"
         "  irn-export --model irn_m_x4 --checkpoint runs/irn_m_x4/best  # + the side code\n"
         "  irn-export --scale 4 --io float32 --z gaussian --temperature 0.8\n"
-        "  irn-export --scale 4 --z gaussian --plugins haar,pack,gaussian --plugin-seed 7",
+        "  irn-export --scale 4 --z gaussian --plugins haar,pack,gaussian --plugin-seed 7\n"
+        "  irn-export --model irn_x4_jpeg --checkpoint runs/irn_x4_jpeg/best \\\n"
+        "             --crm runs/crm_x4_q50/best --crm runs/crm_x4_q75/best \\\n"
+        "             --crm runs/crm_x4_q90/best   # JPEG-robust IRN x4 + its CRMs",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--scale", type=int, help="2, 3, 4 or 8 (default 4, or the --model's)")
@@ -190,8 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="seed baked into the gaussian_z plugin (0 <= seed < 2^31, default 0)",
     )
+    p.add_argument(
+        "--crm",
+        action="append",
+        metavar="DIR[@Q[,Q...]]",
+        help="a compression restore module checkpoint (irn-train --stage crm) to export beside "
+        "the model, repeatable: restore graphs for the JPEG quality it was trained on, or the "
+        "qualities after @ (a quality-conditioned CRM gets one graph per quality)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
+
+
+def _crm_args(values: Sequence[str] | None) -> list[tuple[str, tuple[int, ...] | None]]:
+    """``--crm DIR[@Q,...]`` values as (checkpoint, qualities or None); parsed before torch."""
+    from irn_trt.train.recipe import parse_qualities
+
+    out = []
+    for value in values or ():
+        path, sep, qualities = value.rpartition("@")
+        if not sep:
+            path, qualities = value, ""
+        out.append((path, parse_qualities(qualities) if sep else None))
+    return out
 
 
 def _plugin_list(text: str) -> frozenset[str]:
@@ -213,9 +239,11 @@ def _summary(manifest_parity: dict) -> str:
         "up_fp16_vs_fp32",
         "e2e_y_psnr_db",
     ]
-    return "\n".join(
-        f"  {k}: {json.dumps(manifest_parity[k])}" for k in keys if k in manifest_parity
-    )
+    lines = [f"  {k}: {json.dumps(manifest_parity[k])}" for k in keys if k in manifest_parity]
+    for q, numbers in manifest_parity.get("restore", {}).items():
+        shown = {k: v for k, v in numbers.items() if k != "ops"}
+        lines.append(f"  restore {q}: {json.dumps(shown)}")
+    return "\n".join(lines)
 
 
 @cli_entry("irn-export")
@@ -233,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise IRNError(
             f"--plugins: {name}'s graphs (a side code beside the LR) have no plugin variants"
         )
+    crm_args = _crm_args(args.crm)
+    if crm_args and args.plugins:
+        raise IRNError("--plugins variants of restore (--crm) graphs are not supported yet")
     if args.plugins:
         from irn_trt.plugins.export_variants import check_plugin_request
 
@@ -241,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         has_haar = any(st.downsampler == "haar" for st in stages)
         check_plugin_request(args.plugins, args.io, args.z, has_haar=has_haar)
     model, sha = _load(args, name)
+    from .crm_export import restore_model_from_checkpoint
+
+    restorers = [restore_model_from_checkpoint(path, qs) for path, qs in crm_args]
     out = Path(args.out) if args.out else export_root() / model.config.name
     images = _verify_images(args.verify_image, args.verify_size, args.quiet) if args.verify else []
     # Trained weights: measure the effective halo (default tile overlap) on the first
@@ -254,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verify_images=images,
         halo_images=halo_images,
         progress=not args.quiet,
+        restorers=restorers,
     )
     if args.plugins:
         from irn_trt.plugins.export_variants import add_plugin_variants
@@ -267,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if manifest.effective_halo is not None:
             halo += f", effective {manifest.overlap_halo} LR px (default tile overlap)"
         print(f"wrote {out}/: {files}, manifest.json ({halo})")
+        for info in manifest.restore:
+            qs = ", ".join(str(q) for q in info.qualities)
+            eff = f", effective {info.overlap_halo}" if info.effective_halo else ""
+            print(f"  CRM {info.model} for JPEG quality {qs}: halo {info.halo} LR px{eff}")
         if manifest.parity.get("images"):
             print(_summary(manifest.parity))
     return 0

@@ -11,6 +11,10 @@ output changes. A 3x3 conv reaches as far along a row as along a diagonal, so
 one wide strip a few pixels high gives the radius in both directions; the
 strip widens until the change no longer reaches its ends.
 
+A CRM (compression restore module) works at the LR's resolution, before ``up``;
+its halo is measured the same way on its own (:func:`measure_restore_halo`,
+:func:`measure_restore_effective_halo`), in LR pixels.
+
 FGRN (seed 002) rounds its representation to 8 bits between the encoder and the
 flow module (and after the flow module's inverse); a rounding has no derivative
 and hides small changes, so its passes are measured without those two roundings
@@ -37,6 +41,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 from irn_trt.train.models import (
+    CompressionRestorer,
+    CRMConfig,
     FGRNConfig,
     FlowGuidedRescaler,
     ModelConfig,
@@ -54,6 +60,8 @@ __all__ = [
     "measure_halo",
     "measure_receptive_field",
     "round_up",
+    "measure_restore_effective_halo",
+    "measure_restore_halo",
 ]
 
 
@@ -196,7 +204,7 @@ def _probe_config(config: ModelConfig) -> ModelConfig:
     """``config`` with narrow convolutions: the same kernels, strides and depths, so the
     same receptive field, at a fraction of the cost."""
     probe = replace(config, growth=min(config.growth, PROBE_GROWTH))
-    if isinstance(probe, FGRNConfig):
+    if isinstance(probe, (FGRNConfig, CRMConfig)):
         probe = replace(probe, features=min(probe.features, PROBE_FEATURES))
     elif probe.latent_code is not None:
         code = probe.latent_code
@@ -573,13 +581,71 @@ def measure_effective_halo(
             up_prof = torch.maximum(up_prof, prof)
             used += 1
 
-    def radius(profile: torch.Tensor, exact_r: int) -> tuple[int, bool]:
-        above = (profile >= threshold).nonzero().flatten()
-        if used == 0 or (above.numel() and int(above.max()) == span - 1):
-            return round_up(exact_r, grid), False
-        r = int(above.max()) + 1 if above.numel() else 0
-        return min(round_up(r + margin, grid), round_up(exact_r, grid)), True
-
-    d, d_ok = radius(down_prof, exact.down)
-    u, u_ok = radius(up_prof, exact.up)
+    d, d_ok = _fade_radius(down_prof, exact.down, used, threshold, margin, grid)
+    u, u_ok = _fade_radius(up_prof, exact.up, used, threshold, margin, grid)
     return EffectiveHalo(d, u, threshold, margin, measured=d_ok and u_ok)
+
+
+def _fade_radius(
+    profile: torch.Tensor, exact_r: int, used: int, threshold: float, margin: int, grid: int = 1
+) -> tuple[int, bool]:
+    """Distance past which ``profile`` stays below ``threshold``, plus ``margin``, capped at
+    ``exact_r``, both rounded up to ``grid`` (a side code's, else 1); ``(exact_r, False)``
+    when nothing was measured or the change never faded."""
+    span = profile.numel()
+    above = (profile >= threshold).nonzero().flatten()
+    if used == 0 or (above.numel() and int(above.max()) == span - 1):
+        return round_up(exact_r, grid), False
+    r = int(above.max()) + 1 if above.numel() else 0
+    return min(round_up(r + margin, grid), round_up(exact_r, grid)), True
+
+
+def _restore_pass(net: CompressionRestorer, quality: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: net(x, quality if net.config.conditioned else None)
+
+
+@functools.lru_cache(maxsize=16)
+def measure_restore_halo(
+    config: CRMConfig, seed: int = 0, start_width: int = 64, max_width: int = 4096
+) -> int:
+    """Receptive-field radius (LR px) of a CRM: a strip as wide as needed, one column
+    perturbed (the probe model of :func:`measure_receptive_field`, narrow convolutions)."""
+    net = _probe_model(_probe_config(config), seed)
+    assert isinstance(net, CompressionRestorer)
+    fn = _restore_pass(net, 50)
+    width = start_width
+    while True:
+        c = width // 2
+        r, edge = _reach(fn, (1, net.in_channels, 1, width), slice(c, c + 1), 1, c, seed)
+        if not edge:
+            return r
+        if width >= max_width:
+            raise RuntimeError(f"receptive field wider than {max_width} LR pixels")
+        width *= 2
+
+
+def measure_restore_effective_halo(
+    crm: CompressionRestorer,
+    lr_images: Sequence[tuple[int, np.ndarray]],
+    exact: int,
+    threshold: float = EFFECTIVE_HALO_THRESHOLD,
+    cut: int = 24,
+    span: int = 40,
+    margin: int = EFFECTIVE_HALO_MARGIN,
+) -> tuple[int, bool]:
+    """The tile overlap (LR px) the *trained* ``crm`` needs: :func:`measure_effective_halo`'s
+    procedure on its input, (quality, JPEG-decoded LR uint8) pairs at least ``cut + span``
+    px square. Returns (overlap, measured); unmeasured: the exact field ``exact``."""
+    net = copy.deepcopy(crm).to(torch.float64).eval()
+    prof = torch.zeros(span, dtype=torch.float64)
+    used = 0
+    with torch.no_grad():
+        for quality, img in lr_images:
+            if min(img.shape[:2]) < cut + span:
+                continue
+            x = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None]
+            strips = _strips(x.to(torch.float64) / 255.0, cut, span, 1)
+            p, _ = _edge_profile(_restore_pass(net, quality), strips, cut, span, 1, 1)
+            prof = torch.maximum(prof, p)
+            used += 1
+    return _fade_radius(prof, exact, used, threshold, margin)

@@ -13,7 +13,9 @@ need ``ImageData``. The backend is picked once
 fails to load) and sessions/engines load lazily on first use. ``close()`` (or
 ``with Rescaler.load(...) as r:``) releases them. GPU engines are shaped, built and
 found with :class:`~irn_trt.runtime.options.EngineOptions`, the same object
-``irn-build`` uses, so engines it built are the ones found here. Torch-free.
+``irn-build`` uses, so engines it built are the ones found here.
+``upscale(lr, lr_jpeg_quality=Q)`` first restores a JPEG-decoded LR with the model's
+compression restore module (:mod:`.restore`). Torch-free.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from .backends import AUTO_ORDER, Backend, BackendOptions, Candidate, candidates
 from .codecs import codec_label
 from .errors import IRNError
 from .image_io import DAMAGED_LATENT_NOTE, ImageData, resize_alpha
-from .manifest import GraphInfo, ModelManifest, TensorInfo, file_sha256, load_manifest
+from .manifest import (
+    RESTORE_DIRECTION,
+    GraphInfo,
+    ModelManifest,
+    TensorInfo,
+    file_sha256,
+    load_manifest,
+)
 from .memory import budget_tile, default_max_memory, tiles_by_budget
 from .model_store import DEFAULT_MODEL, find_model_dir, find_model_for_scale
 from .options import EngineOptions
@@ -200,6 +209,8 @@ class Rescaler:
         self.tiles_run = 0  # tiles processed since load (for summaries)
         self.alpha_code = "chunk"  # where downscale keeps IRN-A's alpha code (see load)
         self.seconds = 0.0  # time spent in backends since load
+        self.overlap_request: int | str | None = None  # load's ``overlap`` (restore.py)
+        self.last_restore = None  # the RestoreChoice of the last upscale's restore step
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -276,6 +287,7 @@ class Rescaler:
                 f"--scale {format_scale(out_scale)} needs a model of scale {math.ceil(out_scale)} "
                 f"or more; {manifest.model} is x{s}"
             )
+        overlap_request = overlap
         if isinstance(overlap, str):
             if overlap != "exact":
                 raise IRNError(f"--overlap {overlap!r} must be 'exact' or a number of HR pixels")
@@ -327,6 +339,7 @@ class Rescaler:
             max_memory=max_memory,
         )
         rescaler.alpha_code = alpha_code
+        rescaler.overlap_request = overlap_request
         for direction in ("down", "up"):  # a damaged graph is named now, not per image
             rescaler._verify_graph(rescaler._graph(direction))
         rescaler._log(selection.describe())
@@ -358,9 +371,16 @@ class Rescaler:
             opt_level=e.opt_level,
         )
 
-    def _graph(self, direction: str) -> GraphInfo:
-        precision = _graph_precision(self.selection.precision)[0]
-        return self.engine.graph(self.manifest, direction, precision)
+    @property
+    def graph_precision(self) -> str:
+        """The precision of the graph files in use (BF16 runs the FP32 graphs)."""
+        return _graph_precision(self.selection.precision)[0]
+
+    def _graph(self, direction: str, quality: int | None = None) -> GraphInfo:
+        if direction == RESTORE_DIRECTION:  # the CRM graph of a JPEG quality (restore.py)
+            assert quality is not None
+            return self.manifest.restore_graph(quality, self.graph_precision).graph
+        return self.engine.graph(self.manifest, direction, self.graph_precision)
 
     def _verify_graph(self, graph: GraphInfo) -> None:
         """The graph file must be the one the manifest names (hash), else re-export."""
@@ -376,17 +396,20 @@ class Rescaler:
             )
         self._verified.add(graph.file)
 
-    def backend(self, direction: str) -> Backend:
-        """The loaded backend for ``down`` or ``up``; falls back (auto) if loading fails."""
-        be = self._backends.get(direction)
+    def backend(self, direction: str, quality: int | None = None) -> Backend:
+        """The loaded backend for ``down``, ``up`` or ``restore`` (with the graph's JPEG
+        ``quality``); falls back (auto) if loading fails."""
+        key = direction if quality is None else f"{direction}.q{quality}"
+        be = self._backends.get(key)
         if be is not None:
             return be
         from .backends import backend_class
 
         while True:
             cls = backend_class(self.selection.backend)
-            self._verify_graph(self._graph(direction))
-            be = cls(self.model_dir, self.manifest, self._graph(direction), self._options(cls))
+            graph = self._graph(direction, quality)
+            self._verify_graph(graph)
+            be = cls(self.model_dir, self.manifest, graph, self._options(cls))
             try:
                 be.load()  # a failed load frees what it had allocated (Backend.load)
             except Exception as exc:  # any load failure: fall back (auto) or report in one line
@@ -412,7 +435,7 @@ class Rescaler:
                 # The other direction's, loaded on the failed backend: release, then move on.
                 self._close_backends(raise_errors=False)
                 continue
-            self._backends[direction] = be
+            self._backends[key] = be
             return be
 
     def _close_backends(self, raise_errors: bool = True) -> None:
@@ -582,17 +605,33 @@ class Rescaler:
         notes.append(f"{why}: upscaling with the neutral code, expect a much blurrier result")
         return np.full(img.rgb.shape[:2], NEUTRAL_ALPHA_CODE, np.uint8), img.alpha
 
-    def _restore_lr(self, img: ImageData, lr: np.ndarray, notes: list[str]) -> np.ndarray:
+    def _restore_lr(
+        self,
+        img: ImageData,
+        lr: np.ndarray,
+        jpeg_quality: int | None,
+        on_tile: Callable[[int], None] | None,
+        notes: list[str],
+    ) -> np.ndarray:
         """The step between reading an LR and ``up``: undo its compression where the model
-        directory can (a compression-restore graph, routed on ``img.lr_codec``, e.g. its
-        JPEG quality). This model directory has none, so the pixels go on as they are and a
-        lossy LR gets one warning: IRN's inverse expects the exact LR it produced."""
-        codec = img.lr_codec
-        if codec and codec.get("lossless") is False:
+        directory can. A JPEG LR (``jpeg_quality``, else the quality estimated when its file
+        was read, ``img.lr_codec``) goes through the model's compression restore module
+        (:func:`~irn_trt.runtime.restore.restore_lr`: that quality's CRM or the nearest,
+        or none with a note); another lossy LR (WebP) gets one warning: IRN's inverse
+        expects the exact LR it produced."""
+        codec = img.lr_codec or {}
+        lossy = codec.get("lossless") is False
+        if jpeg_quality is None and lossy and codec.get("format") == "jpeg":
+            jpeg_quality = codec.get("quality")
+        if jpeg_quality is not None:
+            from .restore import restore_lr
+
+            return restore_lr(self, lr, int(jpeg_quality), on_tile, notes)
+        if lossy:
             notes.append(
                 f"the LR was lossy-compressed ({codec_label(codec)}) and {self.manifest.model} "
-                "has no compression-restore graph, so quality suffers (IRN's inverse expects "
-                "the exact LR; store LRs losslessly)"
+                "has no compression-restore graph for it, so quality suffers (IRN's inverse "
+                "expects the exact LR; store LRs losslessly)"
             )
         return lr
 
@@ -716,8 +755,15 @@ class Rescaler:
         image: ImageData | np.ndarray,
         original_size: tuple[int, int] | None = None,
         on_tile: Callable[[int], None] | None = None,
+        lr_jpeg_quality: int | None = None,
     ) -> ImageData | np.ndarray:
         """LR -> HR; returns the type it was given.
+
+        ``lr_jpeg_quality``: the LR was decoded from a JPEG of this quality; the model's
+        compression restore module for it (or the nearest quality's, with a note) runs
+        before ``up`` (:func:`~irn_trt.runtime.restore.restore_lr`). None: the quality
+        estimated when the LR file was read (``ImageData.lr_codec``, set by
+        :func:`~irn_trt.runtime.image_io.read_image` for JPEG files), else no restore step.
 
         An :class:`ImageData` LR made by :meth:`downscale` is checked against
         this model and restored to its original size, colour kind and scale (the
@@ -764,7 +810,7 @@ class Rescaler:
         if self.manifest.lr_channels == 4:
             code, lr_alpha = self._alpha_code(img, meta, isinstance(image, ImageData), notes)
             lr = np.dstack([img.rgb, code])
-        lr = self._restore_lr(img, lr, notes)
+        lr = self._restore_lr(img, lr, lr_jpeg_quality, on_tile, notes)
         latent = self._latent_code(img, meta, notes) if coded else None
         hr = self._rescale("up", lr, on_tile, side=latent)[0]
         ow, oh = original_size

@@ -38,6 +38,30 @@ of h x w has a code of ceil(h / lr_grid) x ceil(w / lr_grid). Tensors without it
 (absent in older manifests) are images. Tiles then start and end on that grid:
 ``tile_multiple`` is ``scale * lr_grid`` HR px (just ``scale`` otherwise), and
 ``halo`` a multiple of ``lr_grid``.
+
+Compression restore modules (CRM, seed 000 section 3.5; optional, absent in older
+manifests, which load unchanged). A CRM maps a JPEG-decoded LR to a restored LR
+before ``up``. Its graphs are ``graphs`` entries with ``direction: "restore"`` and
+an integer ``quality`` (the JPEG quality they restore; ``null`` on down / up
+graphs), files ``restore.q<Q>.<precision>.onnx``. They have the up graph's LR
+contract: one image input ``lr`` and one output ``restored`` of the same size and
+layout (uint8 NHWC or float32 NCHW, as ``io``). Each CRM is described once in
+``restore`` (a list):
+
+    {"model": "crm_small", "architecture": {...}, "checkpoint_sha256": "...",
+     "conditioned": false, "qualities": [75], "trained_qualities": [75],
+     "halo": 34, "effective_halo": {"halo": 12, "threshold_levels": 1e-06,
+     "margin": 2, "measured": true} | null, "macs_per_lr_pixel": 379584 | null,
+     "codec": "jpeg", "subsampling": "4:2:0"}
+
+``qualities``: the qualities of its graphs (one per graph: a quality-conditioned CRM,
+``conditioned: true``, is exported as one graph per quality with the quality folded
+in, so every graph keeps the single-image contract); ``trained_qualities``: those it
+was trained on; ``halo`` / ``effective_halo``: its own receptive field and measured
+tile overlap in LR px, as for down / up (``effective_halo`` may be null). A quality
+belongs to at most one CRM. :meth:`ModelManifest.restore_graph` picks the graph for
+a JPEG quality: that quality's, else the nearest one (ties: the lower quality, the
+stronger restoration), saying so in one line. Parity numbers: ``parity.restore``.
 """
 
 from __future__ import annotations
@@ -59,6 +83,9 @@ __all__ = [
     "TensorInfo",
     "GraphInfo",
     "ModelManifest",
+    "RESTORE_DIRECTION",
+    "RestoreChoice",
+    "RestoreInfo",
     "load_manifest",
     "write_manifest",
     "file_sha256",
@@ -68,6 +95,8 @@ MANIFEST_FORMAT = "irn-trt-model/1"
 MANIFEST_FILE = "manifest.json"
 #: What an LR image carries besides its colours (see the module docstring).
 LR_LAYOUTS = ("rgb", "rgb+alpha-code", "rgb+latent", "grey")
+#: ``GraphInfo.direction`` of a compression restore module's graph.
+RESTORE_DIRECTION = "restore"
 
 Direction = Literal["down", "up"]
 Precision = Literal["fp32", "fp16"]
@@ -97,13 +126,73 @@ class TensorInfo:
 class GraphInfo:
     """One ONNX file of the model directory."""
 
-    direction: str  # "down" | "up"
+    direction: str  # "down" | "up" | "restore"
     precision: str  # "fp32" | "fp16"
     file: str
     sha256: str
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     plugins: tuple[str, ...] = ()  # TensorRT plugin ops used (empty: native graph)
+    quality: int | None = None  # restore graphs: the JPEG quality they restore
+
+
+@dataclass(frozen=True)
+class RestoreInfo:
+    """One compression restore module of the model directory (see the module docstring)."""
+
+    model: str  # registry name, e.g. "crm_small"
+    architecture: dict[str, Any]
+    checkpoint_sha256: str
+    conditioned: bool
+    qualities: tuple[int, ...]  # the qualities of its graphs
+    trained_qualities: tuple[int, ...]
+    halo: int  # receptive-field radius in LR px
+    effective_halo: dict[str, Any] | None = None  # {"halo", "threshold_levels", "margin", ...}
+    macs_per_lr_pixel: int | None = None
+    codec: str = "jpeg"
+    subsampling: str = "4:2:0"
+
+    @property
+    def overlap_halo(self) -> int:
+        """Default tile overlap (LR px): the effective halo if recorded, else ``halo``."""
+        if self.effective_halo is None:
+            return self.halo
+        return min(self.halo, int(self.effective_halo["halo"]))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RestoreInfo:
+        eh = d.get("effective_halo")
+        if eh is not None:
+            eh = dict(eh)
+            if not isinstance(eh.get("halo"), int) or eh["halo"] < 0:
+                raise ValueError("restore effective_halo.halo must be a non-negative integer")
+        macs = d.get("macs_per_lr_pixel")
+        if macs is not None and (not isinstance(macs, int) or isinstance(macs, bool) or macs < 0):
+            raise ValueError("restore macs_per_lr_pixel must be a non-negative integer")
+        return cls(
+            model=str(d["model"]),
+            architecture=dict(d["architecture"]),
+            checkpoint_sha256=str(d["checkpoint_sha256"]),
+            conditioned=bool(d["conditioned"]),
+            qualities=tuple(_quality(q) for q in d["qualities"]),
+            trained_qualities=tuple(_quality(q) for q in d.get("trained_qualities", ())),
+            halo=int(d["halo"]),
+            effective_halo=eh,
+            macs_per_lr_pixel=macs,
+            codec=str(d.get("codec", "jpeg")),
+            subsampling=str(d.get("subsampling", "4:2:0")),
+        )
+
+
+@dataclass(frozen=True)
+class RestoreChoice:
+    """The restore graph :meth:`ModelManifest.restore_graph` picked for a JPEG quality."""
+
+    graph: GraphInfo
+    restorer: RestoreInfo
+    quality: int  # the quality of the graph used
+    requested: int  # the LR's quality
+    note: str | None = None  # one line when ``quality`` differs from ``requested``
 
 
 @dataclass(frozen=True)
@@ -125,6 +214,7 @@ class ModelManifest:
     effective_halo: dict[str, Any] | None = None  # see the module docstring
     lr_layout: str = "rgb"  # one of LR_LAYOUTS; see the module docstring
     macs_per_lr_pixel: dict[str, int] | None = None  # see the module docstring
+    restore: tuple[RestoreInfo, ...] = ()  # compression restore modules, see the docstring
     format: str = MANIFEST_FORMAT
 
     @property
@@ -167,6 +257,54 @@ class ModelManifest:
     def precisions(self, direction: str) -> list[str]:
         return [g.precision for g in self.graphs if g.direction == direction and not g.plugins]
 
+    def restore_qualities(self) -> list[int]:
+        """The JPEG qualities with a restore graph (any precision), ascending."""
+        return sorted(
+            {
+                g.quality
+                for g in self.graphs
+                if g.direction == RESTORE_DIRECTION and g.quality is not None and not g.plugins
+            }
+        )
+
+    def restore_graph(self, quality: int, precision: str) -> RestoreChoice:
+        """The restore graph for an LR compressed at JPEG ``quality``: that quality's, else
+        the nearest (ties: the lower quality), with a one-line note saying which."""
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise IRNError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
+        have = self.restore_qualities()
+        if not have:
+            raise IRNError(
+                f"model {self.model} has no compression restore module "
+                "(export one with irn-export --crm)"
+            )
+        graphs: dict[int, GraphInfo] = {
+            g.quality: g
+            for g in self.graphs
+            if g.direction == RESTORE_DIRECTION
+            and g.precision == precision
+            and g.quality is not None
+            and not g.plugins
+        }
+        if not graphs:
+            raise IRNError(
+                f"model {self.model} has no {precision} restore graph "
+                f"(has {', '.join(sorted(set(self.precisions(RESTORE_DIRECTION))))})"
+            )
+        used = min(graphs, key=lambda q: (abs(q - quality), q))
+        graph = graphs[used]
+        info = next((r for r in self.restore if used in r.qualities), None)
+        if info is None:
+            raise IRNError(f"model {self.model}: restore graph {graph.file} has no restore entry")
+        note = None
+        if used != quality:
+            listed = ", ".join(str(q) for q in sorted(graphs))
+            note = (
+                f"no CRM for JPEG quality {quality} in {self.model}: using the quality-{used} "
+                f"CRM (nearest of {listed})"
+            )
+        return RestoreChoice(graph, info, used, quality, note)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -181,6 +319,7 @@ class ModelManifest:
                 inputs=tuple(_tensor(t) for t in g["inputs"]),
                 outputs=tuple(_tensor(t) for t in g["outputs"]),
                 plugins=tuple(g.get("plugins", ())),
+                quality=None if g.get("quality") is None else _quality(g["quality"]),
             )
             for g in d["graphs"]
         )
@@ -202,6 +341,7 @@ class ModelManifest:
             effective_halo=_effective_halo(d.get("effective_halo")),
             lr_layout=_lr_layout(d.get("lr_layout", "rgb")),
             macs_per_lr_pixel=_macs(d.get("macs_per_lr_pixel")),
+            restore=tuple(RestoreInfo.from_dict(r) for r in d.get("restore", ())),
             format=d.get("format", MANIFEST_FORMAT),
         )
 
@@ -211,6 +351,12 @@ def _tensor(t: dict[str, Any]) -> TensorInfo:
     if grid is not None and (not isinstance(grid, int) or isinstance(grid, bool) or grid < 1):
         raise ValueError(f"tensor {t.get('name')!r}: lr_grid must be a positive integer")
     return TensorInfo(t["name"], t["dtype"], tuple(t["shape"]), t["layout"], grid)
+
+
+def _quality(raw: Any) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw <= 100:
+        raise ValueError(f"JPEG quality {raw!r} is not an integer in 1..100")
+    return raw
 
 
 def _lr_layout(raw: Any) -> str:

@@ -148,7 +148,7 @@ class RDRow:
 def declares_restore(manifest: ModelManifest) -> bool:
     """Whether the model directory has compression-restore graphs (graphs other than
     down / up), which make the ``irn-jpeg-crm`` rows measurable."""
-    return any(g.direction not in ("down", "up") for g in manifest.graphs)
+    return bool(manifest.restore_qualities())
 
 
 def _jpeg(rgb: np.ndarray, quality: int) -> tuple[np.ndarray, int]:

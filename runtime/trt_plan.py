@@ -271,7 +271,7 @@ def profile_key(profiles: Iterable[ProfileShapes]) -> str:
 
 
 def output_shape(graph: GraphInfo, scale: int, input_shape: Sequence[int]) -> tuple[int, ...]:
-    """The output shape IRN's contract implies for the main input's shape."""
+    """The output shape IRN's contract implies for the main input's shape (restore: the same)."""
     in_info, out_info = graph.inputs[0], graph.outputs[0]
     n_ax, h_ax, w_ax = _spatial_axes(in_info)
     n, h, w = input_shape[n_ax], input_shape[h_ax], input_shape[w_ax]
@@ -279,6 +279,8 @@ def output_shape(graph: GraphInfo, scale: int, input_shape: Sequence[int]) -> tu
         if h % scale or w % scale:
             raise IRNError(f"HR input {h}x{w} is not a multiple of the scale {scale}")
         hw = (h // scale, w // scale)
+    elif graph.direction == "restore":  # a CRM: LR in, LR out
+        hw = (h, w)
     else:
         hw = (h * scale, w * scale)
     return _shape_at(out_info, n, hw)

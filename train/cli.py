@@ -1,4 +1,5 @@
-"""``irn-train``: train an IRN on image folders (stage 1, or stage 2 'IRN+')."""
+"""``irn-train``: train an IRN on image folders (stage 1, stage 2 'IRN+', the compression
+stages: a JPEG-robust IRN and its compression restore module)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .recipe import (
     TrainConfig,
     apply_preset,
     apply_stage,
+    parse_qualities,
 )
 
 __all__ = ["main", "build_parser"]
@@ -32,6 +34,7 @@ _FIELDS = (
     "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
     "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr", "lambda_code", "lambda_logdet",
+    "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache",
 )  # fmt: skip
 
 
@@ -50,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-train --model irn_m_x4 --stage code --init-from weights/irn_x4 \\\n"
         "            --run-dir runs/irn_m_x4_code           # IRN-M: pre-train its auto-encoder\n"
         "  irn-train --model irn_m_x4 --init-from runs/irn_m_x4_code/last --run-dir runs/irn_m_x4\n"
-        "  irn-train --model fgrn_x4 --run-dir runs/fgrn_x4 --threads 1   # FGRN (seed 002)",
+        "  irn-train --model fgrn_x4 --run-dir runs/fgrn_x4 --threads 1   # FGRN (seed 002)\n"
+        "  irn-train --model irn_x4_jpeg --stage jpeg --init-from weights/irn_x4 \\\n"
+        "            --lr-jpeg 50,75,90 --run-dir runs/irn_x4_jpeg   # JPEG-robust IRN\n"
+        "  irn-train --model crm_small --stage crm --crm-irn runs/irn_x4_jpeg/best \\\n"
+        "            --lr-jpeg 75 --run-dir runs/crm_x4_q75           # its CRM for quality 75",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -113,7 +120,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="base: stage 1 (default); plus: IRN+ fine-tuning with a GAN and VGG19 loss, "
         "needs --init-from and --vgg-weights, sets lr 1e-4, recon weight 0.01, no z loss "
         "(RUN_DIR/best still follows Y-PSNR: take RUN_DIR/last for IRN+); code: IRN-M's "
-        "auto-encoder alone on a trained model's z (needs --init-from; lr 1e-3, 2000 steps)",
+        "auto-encoder alone on a trained model's z (needs --init-from; lr 1e-3, 2000 steps); "
+        "jpeg: fine-tune a trained IRN (--init-from) with the LR of the reconstruction pass "
+        "JPEG-compressed (--lr-jpeg, default 50,75,90; lr 1e-4, 4000 steps); crm: train a "
+        "compression restore module (--model crm_*) on the LRs of the frozen --crm-irn, "
+        "compressed at --lr-jpeg (lr 2e-4, batch 16, crop 128, 20000 steps; best/ follows the "
+        "HR's RGB PSNR)",
+    )
+    p.add_argument(
+        "--lr-jpeg",
+        metavar="Q[,Q...]",
+        help="stage jpeg: JPEG qualities, one drawn per batch (default: 50,75,90); stage crm: "
+        "the quality the CRM restores (several for a quality-conditioned crm_*_cond, one "
+        "drawn per image)",
+    )
+    p.add_argument(
+        "--jpeg-mode",
+        choices=["real", "sim"],
+        help="stage jpeg: real = Pillow's codec with an identity gradient (default); sim = the "
+        "differentiable JPEG simulation (straight-through rounding)",
+    )
+    p.add_argument(
+        "--lr-noise",
+        type=float,
+        help="stage jpeg: std of Gaussian noise (8-bit levels) added to the LR of the "
+        "reconstruction pass after JPEG (default: 0; the seed's recipe is noise alone)",
+    )
+    p.add_argument(
+        "--crm-irn",
+        help="stage crm: the frozen rescaler checkpoint (normally the JPEG-robust one) whose "
+        "LRs the CRM learns to restore",
+    )
+    p.add_argument(
+        "--lr-cache",
+        help="stage crm: folder for the frozen rescaler's LR of every training image, computed "
+        "once (default: RUN_DIR/lr_cache; give the CRM runs of one rescaler the same folder to "
+        "compute it once for all; entries are keyed by checkpoint and image)",
     )
     p.add_argument(
         "--disc-pretrain",
@@ -140,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     given = {k: getattr(args, k) for k in _FIELDS if getattr(args, k) is not None}
+    if "lr_jpeg" in given:
+        given["lr_jpeg"] = parse_qualities(given["lr_jpeg"])
     if "milestones" in given:
         given["milestones"] = tuple(given["milestones"])
     run_dir = Path(args.run_dir)

@@ -1,13 +1,15 @@
-"""The registry of named model configurations (``irn_x2`` ... ``fgrn_x4``), torch-free.
+"""The registry of named model configurations (``irn_x2`` ... ``fgrn_x4``, ``crm_*``), torch-free.
 
 A configuration says everything the builder in :mod:`irn_trt.train.models`
 needs; keeping it free of torch lets every CLI list the models in ``--help``
-without importing torch. Two families share the registry: :class:`IRNConfig`
-(one invertible network, seeds 000 / 001 / 004) and :class:`FGRNConfig` (an
-encoder, an invertible flow-guidance module and a decoder, seed 002). Both
-answer the same questions (``name``, ``scale``, ``task``, ``lr_channels``,
-``latent_channels``, ``alpha_channel``, ``latent_code``, ``default_lambda_guide``,
-``to_dict``); :func:`config_from_dict` reads either back from its ``to_dict``.
+without importing torch. Three families share the registry: :class:`IRNConfig`
+(one invertible network, seeds 000 / 001 / 004), :class:`FGRNConfig` (an
+encoder, an invertible flow-guidance module and a decoder, seed 002) and
+:class:`CRMConfig` (the compression restore module of seed 000, section 3.5: not
+a rescaler, it restores a JPEG-compressed LR before ``up``). All answer the same
+questions (``name``, ``scale``, ``task``, ``lr_channels``, ``latent_channels``,
+``alpha_channel``, ``latent_code``, ``default_lambda_guide``, ``to_dict``);
+:func:`config_from_dict` reads any back from its ``to_dict``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "LatentCode",
     "IRNConfig",
     "FGRNConfig",
+    "CRMConfig",
     "ModelConfig",
     "config_from_dict",
     "register_model",
@@ -221,12 +224,83 @@ class FGRNConfig:
         )
 
 
-#: A configuration of any family.
-ModelConfig = IRNConfig | FGRNConfig
+@dataclass(frozen=True)
+class CRMConfig:
+    """Compression restore module (seed 000, sections 3.5 / 4.4): ESRGAN's RRDB network
+    without upsampling, on the LR.
 
-_FAMILIES: dict[str, type[IRNConfig] | type[FGRNConfig]] = {
+    A 3x3 conv to ``features`` channels, ``blocks`` residual-in-residual dense blocks
+    (three five-conv dense blocks of growth ``growth`` each), a 3x3 conv plus the skip
+    from the first conv, a 3x3 conv with LeakyReLU and a 3x3 conv to RGB whose output
+    (zero at initialisation) is added to the input LR. ``conditioned``: the JPEG
+    quality (q / 100, a constant plane) is a 4th input channel, so one network serves
+    several qualities; otherwise one network restores one quality (the seed's choice).
+    It works at the LR's resolution: ``scale`` 1, ``task`` ``"restore"``.
+    """
+
+    family: ClassVar[str] = "crm"
+    scale: ClassVar[int] = 1
+    alpha_channel: ClassVar[bool] = False
+    latent_code: ClassVar[LatentCode | None] = None
+
+    name: str
+    blocks: int
+    features: int = 64
+    growth: int = 32
+    in_channels: int = 3
+    conditioned: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.blocks < 0 or self.features < 1 or self.growth < 1:
+            raise ValueError(
+                f"CRM needs blocks >= 0, features >= 1, growth >= 1, got {self.blocks}, "
+                f"{self.features}, {self.growth}"
+            )
+
+    @property
+    def task(self) -> Literal["restore"]:
+        return "restore"
+
+    @property
+    def lr_channels(self) -> int:
+        return self.in_channels
+
+    @property
+    def latent_channels(self) -> int:
+        return 0
+
+    @property
+    def default_lambda_guide(self) -> float:
+        return 0.0  # no guidance: an L2 loss to the uncompressed LR only
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["family"] = self.family
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CRMConfig:
+        if d.get("family") != cls.family:
+            raise ValueError(f"not a CRM architecture (family {d.get('family')!r})")
+        return cls(
+            name=str(d["name"]),
+            blocks=int(d["blocks"]),
+            features=int(d.get("features", 64)),
+            growth=int(d.get("growth", 32)),
+            in_channels=int(d.get("in_channels", 3)),
+            conditioned=bool(d.get("conditioned", False)),
+            description=str(d.get("description", "")),
+        )
+
+
+#: A configuration of any family.
+ModelConfig = IRNConfig | FGRNConfig | CRMConfig
+
+_FAMILIES: dict[str, type[IRNConfig] | type[FGRNConfig] | type[CRMConfig]] = {
     IRNConfig.family: IRNConfig,
     FGRNConfig.family: FGRNConfig,
+    CRMConfig.family: CRMConfig,
 }
 
 
@@ -382,4 +456,78 @@ def fgrn_x2() -> FGRNConfig:
         encoder_blocks=3,
         decoder_blocks=3,
         description="FGRN x2: encoder (3 res. blocks) + 4 flow cells + decoder (3 res. blocks)",
+    )
+
+
+# --- noise-robust IRN (seed 000, sections 3.5 / 4.4) -----------------------------------
+# The architectures of irn_x4 / irn_x2; the names mark checkpoints fine-tuned with
+# `irn-train --stage jpeg` (JPEG-compressed LR in the reconstruction pass), the base of
+# the compression restore modules below.
+
+
+@register_model
+def irn_x4_jpeg() -> IRNConfig:
+    return IRNConfig(
+        "irn_x4_jpeg",
+        (Stage("haar", 8), Stage("haar", 8)),
+        description="IRN x4 fine-tuned with JPEG-compressed LRs in the reconstruction pass "
+        "(irn-train --stage jpeg; same architecture as irn_x4)",
+    )
+
+
+@register_model
+def irn_x2_jpeg() -> IRNConfig:
+    return IRNConfig(
+        "irn_x2_jpeg",
+        (Stage("haar", 8),),
+        description="IRN x2 fine-tuned with JPEG-compressed LRs in the reconstruction pass "
+        "(irn-train --stage jpeg; same architecture as irn_x2)",
+    )
+
+
+# --- CRM: compression restore modules (seed 000, sections 3.5 / 4.4) --------------------
+# The seed: 8 RRDBs (ESRGAN's, 64 features, growth 32), one network per JPEG quality,
+# L2 to the uncompressed LR. crm_small is a CPU-trainable size; *_cond take the quality
+# as an input channel (one network for several qualities).
+
+
+@register_model
+def crm_rrdb8() -> CRMConfig:
+    return CRMConfig(
+        "crm_rrdb8",
+        blocks=8,
+        description="CRM (seed 000): 8 RRDBs, 64 features, growth 32; one JPEG quality",
+    )
+
+
+@register_model
+def crm_rrdb8_cond() -> CRMConfig:
+    return CRMConfig(
+        "crm_rrdb8_cond",
+        blocks=8,
+        conditioned=True,
+        description="CRM, 8 RRDBs, 64 features, growth 32; quality-conditioned (q/100 input)",
+    )
+
+
+@register_model
+def crm_small() -> CRMConfig:
+    return CRMConfig(
+        "crm_small",
+        blocks=2,
+        features=32,
+        growth=16,
+        description="CRM, CPU size: 2 RRDBs, 32 features, growth 16; one JPEG quality",
+    )
+
+
+@register_model
+def crm_small_cond() -> CRMConfig:
+    return CRMConfig(
+        "crm_small_cond",
+        blocks=2,
+        features=32,
+        growth=16,
+        conditioned=True,
+        description="CRM, CPU size: 2 RRDBs, 32 features, growth 16; quality-conditioned",
     )

@@ -1,4 +1,5 @@
-"""``irn-eval``: the papers' evaluation protocol for a checkpoint or the bicubic baseline.
+"""``irn-eval``: the papers' evaluation protocol for a checkpoint or the bicubic baseline;
+with ``--lr-jpeg`` the LR is JPEG-compressed before ``up`` (optionally restored by ``--crm``).
 
 Torch loads only after the arguments are parsed (fast ``--help``); the
 scoring itself is :mod:`irn_trt.train.evaluate`.
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: irn-eval ../shared/data/eval/Set5 --checkpoint weights/irn_x4\n"
         "         irn-eval ../shared/data/eval/Set14 --checkpoint runs/irn_color/best  "
         "# RGB PSNR, grey vs luma\n"
-        "         irn-eval ../shared/data/eval/Set5 --baseline bicubic --scale 4 --json out.json",
+        "         irn-eval ../shared/data/eval/Set5 --baseline bicubic --scale 4 --json out.json\n"
+        "         irn-eval ../shared/data/eval/Set14 --checkpoint runs/irn_x4_jpeg/best "
+        "--lr-jpeg 75 --crm runs/crm_x4_q75/best",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("folder", help="folder of HR images")
@@ -85,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--z-samples", type=int, default=0, help="average over N Gaussian z (default: z=0)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --z-samples")
+    p.add_argument(
+        "--lr-jpeg",
+        metavar="Q[,Q...]",
+        help="compress the 8-bit LR with JPEG (Pillow, 4:2:0) at each quality before up; the "
+        "table adds RGB PSNR (whole image), the LR's PSNR against the uncompressed LR and "
+        "bits per HR pixel",
+    )
+    p.add_argument(
+        "--crm",
+        help="with --lr-jpeg: restore the decoded JPEG with this compression restore module "
+        "checkpoint (irn-train --stage crm) before up",
+    )
     p.add_argument("--json", help="write per-image and mean scores to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -97,6 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .evaluate import evaluate_bicubic, evaluate_model, load_image_set, summarize
 
     scale = parse_scale(args.scale) if args.scale is not None else None
+    if args.crm and not args.lr_jpeg:
+        raise IRNError("--crm restores JPEG-compressed LRs: give --lr-jpeg Q")
+    if args.lr_jpeg:
+        from .recipe import parse_qualities
+
+        qualities = parse_qualities(args.lr_jpeg)
+        if args.baseline:
+            raise IRNError("--lr-jpeg scores a checkpoint, not --baseline")
+        if scale is not None:
+            raise IRNError("--lr-jpeg runs at the checkpoint's own scale: drop --scale")
+        return _compressed(args, qualities)
     images = load_image_set(args.folder)
     task = "rescale"
     if args.baseline == "bicubic":
@@ -109,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             ckpt = _shipped_checkpoint_for(scale or 4.0, default_checkpoint)
         model, _ = load_checkpoint(ckpt)  # a larger scale than asked serves (evaluate_model)
+        if model.config.task == "restore":
+            raise IRNError(
+                f"{ckpt} is a CRM ({model.config.name}): give it as --crm, with --lr-jpeg"
+            )
         task = model.config.task
         if task == "decolorize" and scale is not None:
             raise IRNError(f"{model.config.name} decolorizes: --scale does not apply")
@@ -132,6 +162,72 @@ def main(argv: Sequence[str] | None = None) -> int:
             "folder": str(args.folder),
             "images": [asdict(s) for s in scores],
             "mean": asdict(mean),
+        }
+        write_text_atomic(args.json, json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    return 0
+
+
+_JPEG_MEANING = (
+    "psnr/ssim: Y channel of the reconstruction, border = scale; rgb_psnr: RGB, whole "
+    "(mod-cropped) image; lr_psnr: RGB PSNR of the LR given to up (JPEG-decoded, or "
+    "restored by the CRM) against the uncompressed 8-bit LR; bpp: JPEG bits per HR pixel"
+)
+
+
+def _compressed(args: argparse.Namespace, qualities: tuple[int, ...]) -> int:
+    """``--lr-jpeg``: down, 8 bits, JPEG at each quality, optional CRM, up; a table each."""
+    from .checkpoint import default_checkpoint, load_checkpoint
+    from .evaluate import evaluate_compressed, load_image_set, summarize_compressed
+    from .models import CompressionRestorer
+
+    images = load_image_set(args.folder)
+    ckpt = (
+        Path(args.checkpoint)
+        if args.checkpoint
+        else _shipped_checkpoint_for(4.0, default_checkpoint)
+    )
+    model, _ = load_checkpoint(ckpt)
+    crm = None
+    if args.crm:
+        crm, crm_config = load_checkpoint(args.crm)
+        if not isinstance(crm, CompressionRestorer):
+            raise IRNError(f"--crm {args.crm} is {crm.config.name}, not a CRM (crm_*)")
+        trained = crm_config.get("meta", {}).get("train_config", {}).get("lr_jpeg") or []
+        other = [q for q in qualities if trained and q not in trained]
+        if other:
+            print(
+                f"irn-eval: note: {args.crm} was trained for JPEG quality "
+                f"{', '.join(map(str, trained))}, scored here at {', '.join(map(str, other))}",
+                file=sys.stderr,
+            )
+    scores = evaluate_compressed(model, images, qualities, crm, progress=not args.quiet)
+    label = f"{model.config.name} ({ckpt}) + JPEG" + (
+        f" + {crm.config.name} ({args.crm})" if crm else ""
+    )
+    doc_means = {}
+    for q in qualities:
+        rows = [sc for sc in scores if sc.quality == q]
+        lines = [
+            f"{label} q{q} on {args.folder}",
+            f"{'image':<16} {'PSNR':>8} {'SSIM':>8} {'RGB PSNR':>9} {'LR PSNR':>9} {'bpp':>7}",
+        ]
+        for sc in [*rows, summarize_compressed(rows)]:
+            lines.append(
+                f"{sc.name:<16} {sc.psnr:8.2f} {sc.ssim:8.4f} {sc.rgb_psnr:9.2f} "
+                f"{sc.lr_psnr:9.2f} {sc.bpp:7.4f}"
+            )
+        print("\n".join(lines))
+        doc_means[str(q)] = asdict(summarize_compressed(rows))
+    if args.json:
+        doc = {
+            "label": label,
+            "task": "rescale",
+            "metrics": _JPEG_MEANING,
+            "scale": model.scale,
+            "folder": str(args.folder),
+            "jpeg": {"qualities": list(qualities), "subsampling": "4:2:0", "crm": args.crm},
+            "images": [asdict(sc) for sc in scores],
+            "mean_by_quality": doc_means,
         }
         write_text_atomic(args.json, json.dumps(doc, indent=2, allow_nan=True) + "\n")
     return 0

@@ -4,6 +4,9 @@ For each HR image (mod-cropped to the scale): downscale, quantise the LR to 8
 bits, upscale with z = 0 (or the mean over ``--z-samples`` Gaussian draws),
 round to uint8 and measure Y-PSNR/SSIM with a border of ``scale`` pixels; the
 LR is compared with the MATLAB-bicubic LR (no border).
+
+:func:`evaluate_compressed` scores the LR as a user stores it lossily: the 8-bit LR
+through real JPEG at a quality (Pillow, 4:2:0), optionally restored by a CRM, then up.
 """
 
 from __future__ import annotations
@@ -17,14 +20,24 @@ import numpy as np
 import torch
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.image_io import list_images, read_rgb
-from irn_trt.runtime.metrics import rgb_psnr_ssim, rgb_to_luma, y_psnr_ssim
+from irn_trt.runtime.metrics import psnr, rgb_psnr_ssim, rgb_to_luma, y_psnr_ssim
 from irn_trt.runtime.resize import imresize, modcrop
 from irn_trt.runtime.scales import lr_size
 from tqdm import tqdm
 
-from .models import InvertibleRescaler, Rescaler, quantize
+from .jpeg import jpeg_roundtrip
+from .models import CompressionRestorer, InvertibleRescaler, Rescaler, quantize
 
-__all__ = ["ImageScore", "evaluate_model", "evaluate_bicubic", "load_image_set", "summarize"]
+__all__ = [
+    "CompressedScore",
+    "ImageScore",
+    "evaluate_bicubic",
+    "evaluate_compressed",
+    "evaluate_model",
+    "load_image_set",
+    "summarize",
+    "summarize_compressed",
+]
 
 
 @dataclass
@@ -168,3 +181,110 @@ def load_image_set(folder: str | Path) -> list[tuple[str, np.ndarray]]:
     if not files:
         raise IRNError(f"{folder}: no images found")
     return [(f.name, read_rgb(f)) for f in files]
+
+
+@dataclass
+class CompressedScore:
+    """One image through down, JPEG at ``quality`` (None: the lossless 8-bit LR), an
+    optional CRM, and up (z = 0).
+
+    ``psnr`` / ``ssim``: Y channel, border = scale (the papers' protocol); ``rgb_psnr``:
+    all three channels of the whole (mod-cropped) image, the seed's measure for
+    compression; ``lr_psnr``: RGB PSNR of the LR that ``up`` receives against the
+    uncompressed 8-bit LR; ``bpp``: bits of the JPEG file per HR pixel (0 when lossless).
+    """
+
+    name: str
+    quality: int | None
+    psnr: float
+    ssim: float
+    rgb_psnr: float
+    lr_psnr: float
+    bpp: float
+
+
+def check_compressible(model: Rescaler) -> None:
+    """Refuse, in one line, a model whose LR is not a plain RGB image (JPEG holds RGB)."""
+    config = model.config
+    if (
+        isinstance(model, CompressionRestorer)
+        or config.task != "rescale"
+        or config.alpha_channel
+        or config.latent_code is not None
+    ):
+        raise IRNError(
+            f"{config.name}: JPEG-compressed LRs apply to rescalers with a plain RGB LR "
+            "(IRN, FGRN), not to this model"
+        )
+
+
+@torch.no_grad()
+def evaluate_compressed(
+    model: Rescaler,
+    images: Sequence[tuple[str, np.ndarray]],
+    qualities: Sequence[int | None],
+    crm: CompressionRestorer | None = None,
+    cache: dict[tuple[str, int | None], tuple[np.ndarray, int]] | None = None,
+    progress: bool = False,
+) -> list[CompressedScore]:
+    """Score ``model`` on (name, HR uint8) pairs with its LR JPEG-compressed at each quality.
+
+    ``crm`` restores the decoded JPEG before ``up`` (not the lossless LR). ``cache``
+    keeps each image's LR and JPEG between calls for a model that does not change
+    (a frozen rescaler under a CRM being trained): pass the same dict every time.
+    Returns one score per image and quality, image-major.
+    """
+    check_compressible(model)
+    model.eval()
+    if crm is not None:
+        crm.eval()
+    s = model.scale
+    memo: dict[tuple[str, int | None], tuple[np.ndarray, int]] = {} if cache is None else cache
+    scores = []
+    for name, hr_full in tqdm(images, desc="eval", unit="img", disable=not progress):
+        hr = modcrop(hr_full, s)
+        if (name, None) not in memo:
+            y, _ = model(to_tensor(hr))
+            memo[(name, None)] = (to_uint8(quantize(y)), 0)
+        clean = memo[(name, None)][0]
+        for q in qualities:
+            if q is None:
+                lr, nbytes = clean, 0
+            else:
+                if (name, q) not in memo:
+                    memo[(name, q)] = jpeg_roundtrip(clean, q)
+                lr, nbytes = memo[(name, q)]
+                if crm is not None:
+                    lr = to_uint8(crm(to_tensor(lr), q if crm.config.conditioned else None))
+            out = to_uint8(model.inverse(to_tensor(lr)))
+            y_psnr, y_ssim = y_psnr_ssim(out, hr, s)
+            scores.append(
+                CompressedScore(
+                    name,
+                    q,
+                    y_psnr,
+                    y_ssim,
+                    psnr(out, hr),
+                    psnr(lr, clean),
+                    8.0 * nbytes / (hr.shape[0] * hr.shape[1]),
+                )
+            )
+    return scores
+
+
+def summarize_compressed(scores: Sequence[CompressedScore]) -> CompressedScore:
+    """The mean over ``scores`` (one quality, or a mix: ``quality`` is then None)."""
+    qs = {sc.quality for sc in scores}
+
+    def mean(attr: str) -> float:
+        return float(np.mean([getattr(sc, attr) for sc in scores]))
+
+    return CompressedScore(
+        "mean",
+        qs.pop() if len(qs) == 1 else None,
+        mean("psnr"),
+        mean("ssim"),
+        mean("rgb_psnr"),
+        mean("lr_psnr"),
+        mean("bpp"),
+    )

@@ -1,6 +1,8 @@
-"""IRN and FGRN models; the registry of named configurations lives in :mod:`.configs`
-(re-exported). Both model classes downscale with ``forward(x) -> (y, z)`` and upscale
-with ``inverse(y, z)``; :func:`build_model` picks the class from the configuration's type.
+"""IRN and FGRN models, and the CRM; the registry of named configurations lives in
+:mod:`.configs` (re-exported). Both rescaler classes downscale with ``forward(x) -> (y, z)``
+and upscale with ``inverse(y, z)``; the CRM (:class:`CompressionRestorer`) maps a
+JPEG-compressed LR to a restored one. :func:`build_model` picks the class from the
+configuration's type.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from irn_trt.runtime.metrics import LUMA_WEIGHTS
 from torch import nn
 
 from .configs import (
+    CRMConfig,
     FGRNConfig,
     IRNConfig,
     LatentCode,
@@ -21,6 +24,7 @@ from .configs import (
     register_model,
 )
 from .modules import (
+    RRDB,
     AlphaPreSplit,
     AlphaSigmoid,
     CouplingBlock,
@@ -39,7 +43,9 @@ __all__ = [
     "LatentCode",
     "IRNConfig",
     "FGRNConfig",
+    "CRMConfig",
     "ModelConfig",
+    "CompressionRestorer",
     "InvertibleRescaler",
     "FlowGuidedRescaler",
     "Rescaler",
@@ -237,13 +243,76 @@ class FlowGuidedRescaler(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
-#: A model of any family.
+#: A model of any rescaling family.
 Rescaler = InvertibleRescaler | FlowGuidedRescaler
+
+
+class CompressionRestorer(nn.Module):
+    """CRM (seed 000, section 3.5): ``forward(lr, quality)`` restores a JPEG-compressed LR.
+
+    ESRGAN's RRDB trunk without upsampling (see :class:`~.configs.CRMConfig`); the
+    output is the input LR plus the network's residual, which starts at zero (the
+    last conv is zero-initialised), so a fresh CRM passes the LR through unchanged.
+    ``quality`` (conditioned CRMs only): the JPEG quality in 1..100, one number for
+    the batch or a (B,) tensor. The output is not clamped or rounded (the loss sees
+    it as is; evaluation and the exported graphs quantise it to 8 bits).
+    """
+
+    def __init__(self, config: CRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.scale = 1
+        self.in_channels = config.in_channels
+        self.lr_channels = config.in_channels
+        self.latent_channels = 0
+        self.latent_code = None
+        nf = config.features
+        cin = config.in_channels + int(config.conditioned)
+        self.conv_first = nn.Conv2d(cin, nf, 3, 1, 1)
+        self.body = nn.Sequential(*(RRDB(nf, config.growth) for _ in range(config.blocks)))
+        self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_last = nn.Conv2d(nf, config.in_channels, 3, 1, 1)
+        self.act = nn.LeakyReLU(0.2)
+        for conv in (self.conv_first, self.conv_body, self.conv_hr):
+            nn.init.kaiming_normal_(conv.weight, a=0.0, mode="fan_in")
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.conv_last.weight)
+        nn.init.zeros_(self.conv_last.bias)
+
+    def condition(self, lr: torch.Tensor, quality: float | torch.Tensor | None) -> torch.Tensor:
+        """The network's input: the LR, plus the quality plane (q / 100) if conditioned."""
+        if not self.config.conditioned:
+            return lr
+        if quality is None:
+            raise ValueError(f"{self.config.name} is quality-conditioned: pass the JPEG quality")
+        q = torch.as_tensor(quality, dtype=lr.dtype, device=lr.device).reshape(-1, 1, 1, 1)
+        plane = lr[:, :1] * 0.0 + q / 100.0
+        return torch.cat((lr, plane), dim=1)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """What the network adds to the LR, from :meth:`condition`'s output."""
+        fea = self.conv_first(x)
+        fea = fea + self.conv_body(self.body(fea))
+        return self.conv_last(self.act(self.conv_hr(fea)))
+
+    def forward(
+        self, lr: torch.Tensor, quality: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if lr.ndim != 4 or lr.shape[1] != self.in_channels:
+            raise ValueError(f"expected (B, {self.in_channels}, h, w) LR, got {tuple(lr.shape)}")
+        return lr + self.residual(self.condition(lr, quality))
+
+    def num_learnable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
 
 #: The model class of each configuration type (what :func:`build_model` builds).
 _MODEL_CLASSES: dict[type, type[nn.Module]] = {
     IRNConfig: InvertibleRescaler,
     FGRNConfig: FlowGuidedRescaler,
+    CRMConfig: CompressionRestorer,
 }
 
 
@@ -328,7 +397,8 @@ def init_from_model(target: InvertibleRescaler, source: InvertibleRescaler) -> I
 
 
 def build_model(name: str | ModelConfig) -> Rescaler:
-    """Build a freshly initialised model from a registry name or a config (any family)."""
+    """Build a freshly initialised model from a registry name or a config (any family;
+    a :class:`CRMConfig` builds a :class:`CompressionRestorer`)."""
     config = get_config(name) if isinstance(name, str) else name
     try:
         cls = _MODEL_CLASSES[type(config)]

@@ -25,6 +25,8 @@ __all__ = [
     "TrainConfig",
     "apply_preset",
     "apply_stage",
+    "check_quality",
+    "parse_qualities",
 ]
 
 # ``--vgg-weights random``: a random feature network, for tests of the mechanics only.
@@ -66,13 +68,25 @@ class TrainConfig:
     min_lr_psnr: float = LR_VALID_PSNR_DB
     init_from: str | None = None
     # Stage 2 ("IRN+"); the defaults keep configs written before stage 2 existed loadable.
-    stage: Literal["base", "plus", "code"] = "base"
+    stage: Literal["base", "plus", "code", "jpeg", "crm"] = "base"
     disc_pretrain: int = 5000
     vgg_weights: str | None = None
     lambda_gan: float = 1.0
     lambda_percep: float = 0.01
     disc_lr: float = 1e-4
     disc_betas: tuple[float, float] = (0.9, 0.99)
+    # Compression (seed 000, section 3.5). Stage "jpeg": the LR of the reconstruction pass
+    # goes through JPEG at a quality drawn per batch from ``lr_jpeg`` (``jpeg_mode``: real
+    # = Pillow with an identity gradient, sim = the differentiable simulation), then gets
+    # N(0, lr_noise^2) noise (8-bit levels). Stage "crm": a CRM learns to restore the LRs
+    # of the frozen rescaler ``crm_irn`` after real JPEG at ``lr_jpeg`` (one quality, or
+    # several for a quality-conditioned CRM, drawn per image).
+    lr_jpeg: tuple[int, ...] = ()
+    jpeg_mode: Literal["real", "sim"] = "real"
+    lr_noise: float = 0.0
+    crm_irn: str | None = None
+    # Stage "crm": where the frozen rescaler's LRs are cached (None: RUN_DIR/lr_cache).
+    lr_cache: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -84,7 +98,7 @@ class TrainConfig:
         unknown = set(raw) - known
         if unknown:
             raise IRNError(f"train_config.json has unknown keys: {', '.join(sorted(unknown))}")
-        for key in ("data", "milestones", "betas", "disc_betas"):
+        for key in ("data", "milestones", "betas", "disc_betas", "lr_jpeg"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
@@ -145,7 +159,48 @@ STAGES: dict[str, dict[str, Any]] = {
     "plus": dict(stage="plus", lr=1e-4, lambda_recon=0.01, lambda_distr=0.0),
     # IRN-M's auto-encoder alone on a trained model's z (seed 004 pre-trains it with MSE).
     "code": dict(stage="code", lr=1e-3, iterations=2000, milestones=(1000, 1500)),
+    # Noise-robust fine-tuning of a trained IRN (seed 000, 4.4: 100k steps with noise on
+    # the LR in the reconstruction pass; here JPEG at the CRMs' qualities, lr halved).
+    "jpeg": dict(
+        stage="jpeg", lr=1e-4, iterations=4000, milestones=(2000, 3000), lr_jpeg=(50, 75, 90)
+    ),
+    # A CRM on the frozen rescaler's LRs (crop = HR crop: LR crops of crop / scale).
+    # best/ follows the HR's RGB PSNR; the LR-vs-bicubic floor does not apply (trainer).
+    "crm": dict(
+        stage="crm",
+        lr=2e-4,
+        crop=128,
+        batch=16,
+        iterations=20_000,
+        milestones=(10_000, 15_000, 18_000),
+    ),
 }
+
+
+def check_quality(quality: int) -> int:
+    """``quality`` as an int if it is a JPEG quality (1..100), else a one-line IRNError."""
+    if isinstance(quality, bool) or not hasattr(quality, "__index__"):
+        raise IRNError(f"JPEG quality must be an integer in 1..100, got {quality!r}")
+    if not 1 <= int(quality) <= 100:
+        raise IRNError(f"JPEG quality must be in 1..100, got {quality}")
+    return int(quality)
+
+
+def parse_qualities(text: str) -> tuple[int, ...]:
+    """``"50,75,90"`` -> (50, 75, 90): JPEG qualities in 1..100, no repeats (one-line errors)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise IRNError(f"JPEG qualities {text!r}: expected numbers such as 50,75,90")
+    out = []
+    for p in parts:
+        try:
+            q = int(p)
+        except ValueError:
+            raise IRNError(f"JPEG quality {p!r} is not an integer in 1..100") from None
+        out.append(check_quality(q))
+    if len(set(out)) != len(out):
+        raise IRNError(f"JPEG qualities {text!r} repeat a value")
+    return tuple(out)
 
 
 def apply_preset(cfg: TrainConfig, preset: str) -> TrainConfig:

@@ -2,7 +2,8 @@
 
 A run directory holds ``train_config.json``, ``log.csv``, ``last/`` (the newest
 checkpoint plus ``train_state.pt``: optimizer, scheduler, RNG, step) and
-``best/`` (the checkpoint with the best validation Y-PSNR).
+``best/`` (the checkpoint with the best validation Y-PSNR). The compression stages
+(``jpeg``, ``crm``) are in :mod:`.stage_compress`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CropSampler, load_folders
-from .evaluate import evaluate_model, load_image_set, summarize
+from .evaluate import (
+    evaluate_compressed,
+    evaluate_model,
+    load_image_set,
+    summarize,
+    summarize_compressed,
+)
 from .models import (
+    CompressionRestorer,
     FlowGuidedRescaler,
     InvertibleRescaler,
     Rescaler,
@@ -46,6 +54,7 @@ from .recipe import (
     apply_preset,
     apply_stage,
 )
+from .stage_compress import CRM_LOG_COLUMNS, CRMStage, check_compression_settings, lr_degrader
 from .stage_plus import PLUS_LOG_COLUMNS, PlusSettings, PlusStage
 
 # The recipe (TrainConfig, presets, stages, file names) is re-exported from .recipe.
@@ -84,8 +93,13 @@ def irn_losses(
     lr_guide: torch.Tensor,
     cfg: TrainConfig,
     generator: torch.Generator | None = None,
+    *,
+    lr_degrade: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> LossTerms:
     """Spec section 3: L2 guidance, z energy, Charbonnier reconstruction through STE quantizer.
+
+    ``lr_degrade`` (stage jpeg): applied to the quantised LR of the reconstruction pass
+    only (JPEG, noise; see :func:`~.stage_compress.lr_degrader`).
 
     The guidance sees the colour channels of the LR (IRN-A's alpha code has none);
     IRN_color's grey image is guided towards the luma of the HR (``lr_guide`` is
@@ -115,6 +129,8 @@ def irn_losses(
         z_rec = torch.randn(z.shape, generator=generator)
     else:
         z_rec = torch.zeros_like(z)
+    if lr_degrade is not None:
+        lr_q = lr_degrade(lr_q)
     rec = model.inverse(lr_q, z_rec)
     l_recon = cfg.lambda_recon * torch.sum(torch.sqrt((hr - rec) ** 2 + 1e-6)) / b
     total = l_guide + l_distr + l_recon
@@ -169,8 +185,13 @@ def model_losses(
     lr_guide: torch.Tensor,
     cfg: TrainConfig,
     generator: torch.Generator | None = None,
+    *,
+    lr_degrade: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> LossTerms:
-    """The stage-1 losses of ``model``'s family (:func:`irn_losses` or :func:`fgrn_losses`)."""
+    """The stage-1 losses of ``model``'s family (:func:`irn_losses` or :func:`fgrn_losses`);
+    ``lr_degrade`` is IRN's (stage jpeg)."""
+    if lr_degrade is not None:
+        return irn_losses(model, hr, lr_guide, cfg, generator, lr_degrade=lr_degrade)  # type: ignore[arg-type]
     return _LOSSES[type(model)](model, hr, lr_guide, cfg, generator)
 
 
@@ -228,6 +249,8 @@ class Trainer:
             self.model = build_model(cfg.model)
         if cfg.stage == "plus" and not isinstance(self.model, InvertibleRescaler):
             raise IRNError(f"--stage plus fine-tunes an IRN (IRN+); {cfg.model} has no such stage")
+        check_compression_settings(cfg, self.model)
+        self.crm: CRMStage | None = CRMStage(cfg, progress) if cfg.stage == "crm" else None
         self.model.to(memory_format=TRAIN_MEMORY_FORMAT)
         self.model.train()
         trained = self.model.parameters()
@@ -244,6 +267,7 @@ class Trainer:
             self.optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma
         )
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.lr_degrade = lr_degrader(cfg, self.generator) if cfg.stage == "jpeg" else None
         self.step = 0
         self.best_psnr = -math.inf
         self.sampler: CropSampler | None = None
@@ -269,7 +293,7 @@ class Trainer:
                     seed=cfg.seed,
                 )
             )
-        elif cfg.stage not in ("base", "code"):
+        elif cfg.stage not in ("base", "code", "jpeg", "crm"):
             raise IRNError(f"unknown stage {cfg.stage!r}; known: {', '.join(STAGES)}")
 
     # --- state ---------------------------------------------------------------------
@@ -370,6 +394,10 @@ class Trainer:
             header += PLUS_LOG_COLUMNS
         if self.model.latent_code is not None:
             header.append("code")
+        if self.cfg.stage == "jpeg":
+            header.append("val_clean_psnr")
+        if self.crm is not None:
+            header += CRM_LOG_COLUMNS
         new = not path.exists()
         with path.open("a", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
@@ -377,10 +405,25 @@ class Trainer:
                 w.writeheader()
             w.writerow(row)
 
-    def validate(self, images: Sequence[tuple[str, np.ndarray]]) -> tuple[float, float]:
+    def validate(
+        self, images: Sequence[tuple[str, np.ndarray]]
+    ) -> tuple[float, float, dict[str, float]]:
+        """(score for best/, LR score, extra log columns). Stage jpeg scores the mean Y-PSNR
+        over its JPEG qualities (no CRM) and logs the clean LR's; stage crm, see
+        :meth:`CRMStage.validate`."""
+        if self.crm is not None:
+            assert isinstance(self.model, CompressionRestorer)
+            return self.crm.validate(self.model, images)
         mean = summarize(evaluate_model(self.model, images))
+        extra: dict[str, float] = {}
+        psnr = mean.psnr
+        if self.cfg.stage == "jpeg" and self.cfg.lr_jpeg:
+            psnr = summarize_compressed(
+                evaluate_compressed(self.model, images, self.cfg.lr_jpeg)
+            ).psnr
+            extra["val_clean_psnr"] = round(mean.psnr, 4)
         self.model.train()
-        return mean.psnr, mean.lr_psnr
+        return psnr, mean.lr_psnr, extra
 
     def run(self, images: Sequence[np.ndarray] | None = None, max_steps: int | None = None) -> int:
         """Train until ``cfg.iterations`` (or ``max_steps`` more steps, or a signal)."""
@@ -389,7 +432,12 @@ class Trainer:
         self.save_config()
         if images is None:
             images = load_folders(cfg.data, cfg.crop, progress=self.progress)
-        self.sampler = CropSampler(images, cfg.crop, self.model.scale, cfg.seed)
+        if self.crm is not None:
+            # The CRM trains on the frozen rescaler's LRs: crops of crop / scale LR px.
+            images = self.crm.lr_images(images, self.run_dir)
+            self.sampler = CropSampler(images, self.crm.lr_crop, 1, cfg.seed)
+        else:
+            self.sampler = CropSampler(images, cfg.crop, self.model.scale, cfg.seed)
         pending = getattr(self, "_pending_sampler_state", None)
         if pending is not None:
             self.sampler.set_state(pending)
@@ -412,8 +460,14 @@ class Trainer:
                 else:
                     if cfg.stage == "code":
                         losses = code_losses(self.model, hr, cfg)
+                    elif self.crm is not None:
+                        total, terms = self.crm.losses(self.model, hr, self.generator)  # type: ignore[arg-type]
+                        losses = LossTerms(total, terms)
                     else:
-                        losses = model_losses(self.model, hr, lr_guide, cfg, self.generator)
+                        losses = model_losses(
+                            self.model, hr, lr_guide, cfg, self.generator,
+                            lr_degrade=self.lr_degrade,
+                        )  # fmt: skip
                     self.optimizer.zero_grad(set_to_none=True)
                     losses.total.backward()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -444,14 +498,28 @@ class Trainer:
                     **losses.terms,
                 }
                 if val_images and cfg.val_every and self.step % cfg.val_every == 0:
-                    psnr, lr_psnr = self.validate(val_images)
+                    psnr, lr_psnr, extra = self.validate(val_images)
                     row["val_psnr"], row["val_lr_psnr"] = round(psnr, 4), round(lr_psnr, 4)
-                    valid = lr_psnr >= cfg.min_lr_psnr
+                    row.update(extra)
+                    # A CRM's LR score is against the uncompressed LR: no bicubic floor.
+                    valid = self.crm is not None or lr_psnr >= cfg.min_lr_psnr
                     note = (
                         "" if valid else f" (below {cfg.min_lr_psnr:g}: not a candidate for best/)"
                     )
                     if self.model.config.task == "decolorize":
                         what = f"val RGB PSNR {psnr:.2f} dB, grey vs luma {lr_psnr:.2f} dB"
+                    elif self.crm is not None:
+                        base, base_lr = extra["val_no_crm_psnr"], extra["val_no_crm_lr_psnr"]
+                        what = (
+                            f"val HR RGB PSNR {psnr:.2f} dB (no CRM {base:.2f}), "
+                            f"LR vs uncompressed {lr_psnr:.2f} dB (no CRM {base_lr:.2f})"
+                        )
+                    elif "val_clean_psnr" in extra:
+                        clean = extra["val_clean_psnr"]
+                        what = (
+                            f"val Y-PSNR {psnr:.2f} dB with JPEG {cfg.lr_jpeg} "
+                            f"({clean:.2f} lossless), LR vs bicubic {lr_psnr:.2f} dB"
+                        )
                     else:
                         what = f"val Y-PSNR {psnr:.2f} dB, LR vs bicubic {lr_psnr:.2f} dB"
                     bar.write(f"step {self.step}: {what}{note}")
