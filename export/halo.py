@@ -644,8 +644,10 @@ def measure_restore_effective_halo(
             if min(img.shape[:2]) < cut + span:
                 continue
             x = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None]
-            strips = _strips(x.to(torch.float64) / 255.0, cut, span, 1)
-            p, _ = _edge_profile(_restore_pass(net, quality), strips, cut, span, 1, 1)
+            one = [Fraction(1)]  # the CRM keeps the LR's size: one plane at 1 px per LR px
+            strips = _strips([x.to(torch.float64) / 255.0], one, cut, span, 1)
+            restore = _restore_pass(net, quality)
+            p, _ = _edge_profile(lambda t, f=restore: (f(t),), strips, cut, span, one, one)
             prof = torch.maximum(prof, p)
             used += 1
     return _fade_radius(prof, exact, used, threshold, margin)

@@ -111,7 +111,7 @@ def restore_lr(
 
     def run_batch(x: np.ndarray) -> np.ndarray:
         rescaler.tiles_run += x.shape[0]
-        return rescaler._run_graph(be, x)
+        return rescaler._run_graph(be, [x])[0]
 
     try:
         out = run_tiled(lr, run_batch, 1, 1, config, on_tile)

@@ -443,6 +443,36 @@ def test_upscale_restores_a_jpeg_lr_with_the_nearest_crm(crm_export, tmp_path: P
     np.testing.assert_array_equal(got.rgb, bare.upscale(ImageData.from_array(jpeg.rgb)).rgb)
 
 
+def test_irn_trt_run_routes_a_jpeg_lr_file_to_its_crm(crm_export, tmp_path: Path, capsys) -> None:
+    """down --lr-format jpeg:60 writes a JPEG LR with the metadata; up of that file
+    estimates its quality from the quantisation tables and runs the nearest CRM (q50),
+    equal to an explicit ``lr_jpeg_quality``."""
+    from conftest import run_cli
+    from irn_trt.runtime.image_io import read_image, write_image
+
+    out, _ = crm_export
+    hr_path = tmp_path / "bird.png"
+    write_image(hr_path, ImageData.from_array(centre_crop(read_rgb(SET5 / "bird.png"), 96, 128)))
+    model = ["--model-dir", str(out), "--precision", "fp32"]
+    lr_dir, hr_dir = tmp_path / "lr", tmp_path / "hr"
+    assert (
+        run_cli(str(hr_path), "--mode", "down", "--lr-format", "jpeg:60", "-o", str(lr_dir), *model)
+        == 0
+    )
+    lr_file = lr_dir / "bird_lr.jpg"
+    lr = read_image(lr_file)
+    assert lr.lr_codec is not None and lr.lr_codec["quality"] == 60
+    capsys.readouterr()
+    assert run_cli(str(lr_file), "--mode", "up", "-o", str(hr_dir), *model) == 0
+    assert "using the quality-50 CRM" in capsys.readouterr().err
+    r = Rescaler.load(out, backend="ort-cpu", precision="fp32")
+    want = r.upscale(dataclasses.replace(lr, lr_codec=None), lr_jpeg_quality=60)
+    assert r.last_restore is not None and r.last_restore.quality == 50
+    got = read_image(hr_dir / "bird_hr.png").rgb
+    np.testing.assert_array_equal(got, want.rgb)
+    assert not np.array_equal(got, r.upscale(dataclasses.replace(lr, lr_codec=None)).rgb)
+
+
 @pytest.mark.slow
 def test_export_cli_takes_crm_checkpoints(tmp_path: Path) -> None:
     from irn_trt.export.cli import main as export_main
