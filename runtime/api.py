@@ -628,11 +628,9 @@ class Rescaler:
 
             return restore_lr(self, lr, int(jpeg_quality), on_tile, notes)
         if lossy:
-            notes.append(
-                f"the LR was lossy-compressed ({codec_label(codec)}) and {self.manifest.model} "
-                "has no compression-restore graph for it, so quality suffers (IRN's inverse "
-                "expects the exact LR; store LRs losslessly)"
-            )
+            from .restore import NO_CRM_NOTE
+
+            notes.append(NO_CRM_NOTE.format(what=codec_label(codec), model=self.manifest.model))
         return lr
 
     def _latent_code(self, img: ImageData, meta: LRMetadata | None, notes: list[str]) -> np.ndarray:

@@ -33,11 +33,14 @@ from .errors import IRNError
 from .pngmeta import KEY_PREFIX
 
 __all__ = [
+    "ANNEX_K_CHROMA",
+    "ANNEX_K_LUMA",
     "EXIF_XMP_TAG",
     "LR_FORMAT_CHOICES",
     "LRFormat",
     "codec_label",
     "describe_codec",
+    "ijg_quant_tables",
     "jpeg_quality",
     "jxl_available",
     "metadata_xmp",
@@ -202,8 +205,8 @@ def xmp_of(im: Image.Image) -> bytes | None:
 
 # --- what a file that arrives says about its compression --------------------------------
 
-# ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), natural (row) order.
-_LUMA_K1 = (
+#: ITU-T T.81 Annex K, table K.1 (luminance), natural (row-major) order.
+ANNEX_K_LUMA = (
     16, 11, 10, 16, 24, 40, 51, 61,
     12, 12, 14, 19, 26, 58, 60, 55,
     14, 13, 16, 24, 40, 57, 69, 56,
@@ -213,7 +216,8 @@ _LUMA_K1 = (
     49, 64, 78, 87, 103, 121, 120, 101,
     72, 92, 95, 98, 112, 100, 103, 99,
 )  # fmt: skip
-_CHROMA_K2 = (
+#: ITU-T T.81 Annex K, table K.2 (chrominance), natural order.
+ANNEX_K_CHROMA = (
     17, 18, 24, 47, 99, 99, 99, 99,
     18, 21, 26, 66, 99, 99, 99, 99,
     24, 26, 56, 99, 99, 99, 99, 99,
@@ -227,7 +231,15 @@ def _ijg_table(base: tuple[int, ...], quality: int) -> tuple[int, ...]:
     return tuple(min(255, max(1, (b * scale + 50) // 100)) for b in base)
 
 
-_IJG = {q: (_ijg_table(_LUMA_K1, q), _ijg_table(_CHROMA_K2, q)) for q in range(1, 101)}
+_IJG = {q: (_ijg_table(ANNEX_K_LUMA, q), _ijg_table(ANNEX_K_CHROMA, q)) for q in range(1, 101)}
+
+
+def ijg_quant_tables(quality: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The luminance and chrominance tables (64 values, natural order) that libjpeg (and
+    so Pillow, which asks for baseline tables) writes at ``quality`` 1..100."""
+    if not 1 <= quality <= 100:
+        raise IRNError(f"JPEG quality {quality} is not in 1..100")
+    return _IJG[quality]
 
 
 def _estimate_quality(tables: dict[int, Any]) -> tuple[int, bool] | None:

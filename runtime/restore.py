@@ -40,9 +40,11 @@ __all__ = [
 #: CPU backends: LR pixels of the largest restore tile (an LR of a 4K HR at x4 is 0.5 MP).
 RESTORE_MAX_TILE_PX = 1024 * 1024
 
+#: The one line for a lossy LR the model cannot restore (``what``: ``JPEG quality ~75``...).
 NO_CRM_NOTE = (
-    "{model} has no compression restore module: upscaling the JPEG-compressed LR as it is "
-    "(expect a lower quality; export one with irn-export --crm)"
+    "the LR was lossy-compressed ({what}) and {model} has no compression-restore graph for "
+    "it, so quality suffers (IRN's inverse expects the exact LR: store LRs losslessly, or "
+    "export a CRM with irn-export --crm)"
 )
 
 
@@ -100,7 +102,7 @@ def restore_lr(
         )
     if not manifest.restore_qualities():
         if notes is not None:
-            notes.append(NO_CRM_NOTE.format(model=manifest.model))
+            notes.append(NO_CRM_NOTE.format(what=f"JPEG quality ~{quality}", model=manifest.model))
         return lr
     choice: RestoreChoice = manifest.restore_graph(quality, rescaler.graph_precision)
     if choice.note and notes is not None:

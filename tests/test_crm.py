@@ -439,7 +439,7 @@ def test_upscale_restores_a_jpeg_lr_with_the_nearest_crm(crm_export, tmp_path: P
     # A model directory without a CRM upscales the JPEG LR as it is, and says so.
     bare = Rescaler.load(export_tiny("irn_x2", tmp_path / "bare", seed=5), backend="ort-cpu")
     got = bare.upscale(ImageData.from_array(jpeg.rgb), lr_jpeg_quality=75)
-    assert "has no compression restore module" in got.notes[-1]
+    assert "JPEG quality ~75) and irn_x2 has no compression-restore graph" in got.notes[-1]
     np.testing.assert_array_equal(got.rgb, bare.upscale(ImageData.from_array(jpeg.rgb)).rgb)
 
 

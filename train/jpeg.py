@@ -28,15 +28,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from irn_trt.runtime.codecs import ijg_quant_tables
 from irn_trt.runtime.errors import IRNError
 
 from .recipe import check_quality as _check_quality
 from .recipe import parse_qualities
 
 __all__ = [
-    "CHROMA_TABLE",
     "JPEG_SUBSAMPLING",
-    "LUMA_TABLE",
     "Rounding",
     "jpeg_roundtrip",
     "parse_qualities",
@@ -44,29 +43,6 @@ __all__ = [
     "real_jpeg",
     "simulate_jpeg",
 ]
-
-#: ITU-T T.81 Annex K, table K.1 (luminance), natural (row-major) order.
-LUMA_TABLE = (
-    16, 11, 10, 16, 24, 40, 51, 61,
-    12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77,
-    24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101,
-    72, 92, 95, 98, 112, 100, 103, 99,
-)  # fmt: skip
-#: ITU-T T.81 Annex K, table K.2 (chrominance), natural order.
-CHROMA_TABLE = (
-    17, 18, 24, 47, 99, 99, 99, 99,
-    18, 21, 26, 66, 99, 99, 99, 99,
-    24, 26, 56, 99, 99, 99, 99, 99,
-    47, 66, 99, 99, 99, 99, 99, 99,
-    99, 99, 99, 99, 99, 99, 99, 99,
-    99, 99, 99, 99, 99, 99, 99, 99,
-    99, 99, 99, 99, 99, 99, 99, 99,
-    99, 99, 99, 99, 99, 99, 99, 99,
-)  # fmt: skip
 
 #: Chroma subsampling of every JPEG made here (Pillow's default, named explicitly so a
 #: change of default cannot change the training data).
@@ -88,19 +64,14 @@ _YCBCR_TO_RGB = (
 
 
 def quant_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
-    """libjpeg's luminance and chrominance tables (8x8, natural order) at ``quality``.
-
-    jcparam.c: scale = 5000 / q below 50, else 200 - 2q (percent); each entry
-    (base * scale + 50) // 100, clamped to 1..255 (Pillow asks for baseline tables).
-    """
+    """libjpeg's luminance and chrominance tables (8x8, natural order) at ``quality``
+    (the runtime's :func:`~irn_trt.runtime.codecs.ijg_quant_tables`, as arrays)."""
     q = _check_quality(quality)
-    scale = 5000 // q if q < 50 else 200 - 2 * q
-
-    def table(base: tuple[int, ...]) -> np.ndarray:
-        t = (np.asarray(base, dtype=np.int64) * scale + 50) // 100
-        return np.clip(t, 1, 255).reshape(8, 8)
-
-    return table(LUMA_TABLE), table(CHROMA_TABLE)
+    luma, chroma = ijg_quant_tables(q)
+    return (
+        np.asarray(luma, dtype=np.int64).reshape(8, 8),
+        np.asarray(chroma, dtype=np.int64).reshape(8, 8),
+    )
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
