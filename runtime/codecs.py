@@ -17,6 +17,7 @@ quality as ``ImageData.lr_codec``, which a compression-restore step routes on.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+import numpy as np
 from PIL import Image
 
 from .errors import IRNError
@@ -41,7 +43,9 @@ __all__ = [
     "codec_label",
     "describe_codec",
     "ijg_quant_tables",
+    "JPEG_SUBSAMPLING",
     "jpeg_quality",
+    "jpeg_roundtrip",
     "jxl_available",
     "metadata_xmp",
     "parse_lr_format",
@@ -116,7 +120,7 @@ class LRFormat:
         if self.name == "jxl-lossless":
             return {"lossless": True}
         if self.name == "jpeg":
-            return {"quality": self.quality}  # libjpeg's defaults otherwise (4:2:0, baseline)
+            return {"quality": self.quality, "subsampling": JPEG_SUBSAMPLING}  # baseline
         if self.name == "webp":
             return {"quality": self.quality}
         return {}
@@ -223,6 +227,29 @@ ANNEX_K_CHROMA = (
     24, 26, 56, 99, 99, 99, 99, 99,
     47, 66, 99, 99, 99, 99, 99, 99,
 ) + (99,) * 32  # fmt: skip
+
+
+#: Chroma subsampling of every JPEG irn-trt writes, trains on and measures (Pillow's
+#: default, named so a change of default cannot change the data).
+JPEG_SUBSAMPLING = "4:2:0"
+
+
+def jpeg_roundtrip(img: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
+    """Encode an HxWx3 uint8 image with Pillow at ``quality`` (4:2:0) and decode it.
+
+    Returns the decoded HxWx3 uint8 image and the size of the JPEG file in bytes.
+    """
+    if not 1 <= quality <= 100:
+        raise IRNError(f"JPEG quality {quality} is not in 1..100")
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise IRNError(f"JPEG round trip takes HxWx3 uint8, got {img.dtype} {img.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING)
+    size = buf.tell()
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        out = np.array(decoded.convert("RGB"))  # a writable copy
+    return out, size
 
 
 def _ijg_table(base: tuple[int, ...], quality: int) -> tuple[int, ...]:

@@ -24,7 +24,6 @@ JPEG is Pillow's (libjpeg defaults: 4:2:0, baseline, no optimisation) at IJG qua
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
@@ -35,13 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from .api import PRECISIONS, Rescaler
 from .atomic import write_text_atomic
 from .backends import backend_names
-from .codecs import LRFormat, jxl_available
+from .codecs import LRFormat, jpeg_roundtrip, jxl_available
 from .errors import IRNError, cli_entry
 from .image_io import ImageData, list_images, read_image, read_rgb, write_image
 from .metrics import psnr, rgb_to_y, shave
@@ -151,14 +149,6 @@ def declares_restore(manifest: ModelManifest) -> bool:
     return bool(manifest.restore_qualities())
 
 
-def _jpeg(rgb: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
-    """Pillow JPEG at ``quality`` in memory: (decoded pixels, bytes)."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buf, format="JPEG", quality=quality)
-    with Image.open(io.BytesIO(buf.getvalue())) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), buf.tell()
-
-
 def _stored(lr: ImageData, fmt: LRFormat, folder: Path) -> tuple[ImageData, int]:
     """Write the LR as irn-trt does (metadata included), read it back: (LR read, bytes)."""
     path = folder / f"lr{fmt.extension}"
@@ -197,12 +187,12 @@ def measure(
             h, w = hr.shape[:2]
             if "hr-jpeg" in kinds:
                 for q in hr_qualities:
-                    out, nbytes = _jpeg(hr, q)
+                    out, nbytes = jpeg_roundtrip(hr, q)
                     row("hr-jpeg", q).add(out, hr, nbytes, s)
             if "bicubic-jpeg" in kinds:
                 small = imresize(hr, output_shape=(h // s, w // s))
                 for q in qualities:
-                    dec, nbytes = _jpeg(small, q)
+                    dec, nbytes = jpeg_roundtrip(small, q)
                     row("bicubic-jpeg", q).add(imresize(dec, output_shape=(h, w)), hr, nbytes, s)
             irn = [k for k in kinds if k.startswith("irn-")]
             if irn:

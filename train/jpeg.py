@@ -20,7 +20,6 @@ CRM's data. Measured against Pillow on 64x64 Set5 / Set14 crops, see
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -28,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from irn_trt.runtime.codecs import ijg_quant_tables
+from irn_trt.runtime.codecs import JPEG_SUBSAMPLING, ijg_quant_tables, jpeg_roundtrip
 from irn_trt.runtime.errors import IRNError
 
 from .recipe import check_quality as _check_quality
@@ -43,10 +42,6 @@ __all__ = [
     "real_jpeg",
     "simulate_jpeg",
 ]
-
-#: Chroma subsampling of every JPEG made here (Pillow's default, named explicitly so a
-#: change of default cannot change the training data).
-JPEG_SUBSAMPLING = "4:2:0"
 
 Rounding = Literal["ste", "cubic"]
 
@@ -172,25 +167,6 @@ def simulate_jpeg(
     out = torch.einsum("kc,bchw->bkhw", to_rgb, ycc)
     out = torch.clamp(_ste_round(out), 0.0, 255.0)[:, :, :h, :w]
     return out / 255.0
-
-
-def jpeg_roundtrip(img: np.ndarray, quality: int) -> tuple[np.ndarray, int]:
-    """Encode an HxWx3 uint8 image with Pillow at ``quality`` (4:2:0) and decode it.
-
-    Returns the decoded HxWx3 uint8 image and the size of the JPEG file in bytes.
-    """
-    from PIL import Image
-
-    q = _check_quality(quality)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise IRNError(f"JPEG round trip takes HxWx3 uint8, got {img.dtype} {img.shape}")
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=q, subsampling=JPEG_SUBSAMPLING)
-    size = buf.tell()
-    buf.seek(0)
-    with Image.open(buf) as decoded:
-        out = np.array(decoded.convert("RGB"))  # a writable copy
-    return out, size
 
 
 def real_jpeg(x: torch.Tensor, quality: int | Sequence[int]) -> torch.Tensor:
