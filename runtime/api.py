@@ -211,6 +211,11 @@ class Rescaler:
         self.seconds = 0.0  # time spent in backends since load
         self.overlap_request: int | str | None = None  # load's ``overlap`` (restore.py)
         self.last_restore = None  # the RestoreChoice of the last upscale's restore step
+        #: Per loaded graph (``down``, ``up``, ``restore.q<Q>``): seconds its load took
+        #: (a failed backend and its fallback included) and whether the compiled model or
+        #: engine came from a cache (None: the backend keeps no such cache).
+        self.load_seconds: dict[str, float] = {}
+        self.loaded_from_cache: dict[str, bool | None] = {}
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -405,6 +410,7 @@ class Rescaler:
             return be
         from .backends import backend_class
 
+        t0 = time.perf_counter()
         while True:
             cls = backend_class(self.selection.backend)
             graph = self._graph(direction, quality)
@@ -436,6 +442,8 @@ class Rescaler:
                 self._close_backends(raise_errors=False)
                 continue
             self._backends[key] = be
+            self.load_seconds[key] = time.perf_counter() - t0
+            self.loaded_from_cache[key] = be.loaded_from_cache
             return be
 
     def _close_backends(self, raise_errors: bool = True) -> None:

@@ -14,6 +14,7 @@ import argparse
 import glob
 import json
 import math
+import os
 import resource
 import sys
 import tempfile
@@ -46,7 +47,7 @@ from .options import add_engine_arguments, engine_options_from_args
 from .pngmeta import KEY_PREFIX, LRMetadata
 from .scales import format_scale
 
-__all__ = ["main", "build_parser", "peak_rss_mb"]
+__all__ = ["main", "build_parser", "peak_rss_mb", "process_age_s"]
 
 PROG = "irn-trt-run"
 MODES = ("auto", "down", "up", "roundtrip")
@@ -55,6 +56,19 @@ MODES = ("auto", "down", "up", "roundtrip")
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (interpreter start-up included), from Linux's
+    ``/proc/self/stat`` (10 ms resolution); None where there is no ``/proc``."""
+    try:
+        # Field 22, starttime, in clock ticks after boot; the fields after the command
+        # name (which may hold spaces and parentheses) start at field 3.
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):  # no /proc, no CLOCK_BOOTTIME
+        return None
 
 
 @dataclass
@@ -496,7 +510,21 @@ def _lr_size(item: ItemResult, lr_path: Path, hr_size: tuple[int, int]) -> None:
     item.lr_bits_per_hr_pixel = round(8.0 * item.lr_bytes / (hr_size[0] * hr_size[1]), 6)
 
 
-def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float) -> dict:
+def _startup_s(rescaler: Rescaler | None, ready_at: float | None) -> float | None:
+    """Process start to the first graph ready to run: ``ready_at`` (process age when
+    ``Rescaler.load`` returned) plus the first graph's load; None if none was loaded."""
+    loads = getattr(rescaler, "load_seconds", None)  # a server client loads nothing here
+    if ready_at is None or not loads:
+        return None
+    return round(ready_at + next(iter(loads.values())), 3)
+
+
+def _summary(
+    rescaler: Rescaler | None,
+    items: list[ItemResult],
+    seconds: float,
+    ready_at: float | None = None,
+) -> dict:
     mp = sum(i.megapixels for i in items)
     sel = rescaler.selection if rescaler is not None else None
     return {
@@ -516,6 +544,9 @@ def _summary(rescaler: Rescaler | None, items: list[ItemResult], seconds: float)
         "outputs": [o for i in items for o in i.outputs],
         "tiles": sum(i.tiles for i in items),
         "seconds": round(seconds, 3),
+        "startup_s": _startup_s(rescaler, ready_at),
+        "model_load_s": {k: round(v, 3) for k, v in getattr(rescaler, "load_seconds", {}).items()},
+        "model_from_cache": dict(getattr(rescaler, "loaded_from_cache", {})),
         "megapixels": round(mp, 4),
         "megapixels_per_s": round(mp / seconds, 4) if seconds > 0 else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -558,7 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log=info,
         options=engine_options_from_args(args, prog=PROG),
     )
-    return _run_and_close(args, rescaler, json_path, info, warn, error, progress)
+    ready_at = process_age_s()  # imports, model lookup, graph checks, backend selection
+    return _run_and_close(args, rescaler, json_path, info, warn, error, progress, ready_at)
 
 
 def _run_and_close(
@@ -569,9 +601,10 @@ def _run_and_close(
     warn: Callable[[str], None],
     error: Callable[[str], None],
     progress: bool,
+    ready_at: float | None = None,
 ) -> int:
     try:
-        return _run_batch(args, rescaler, json_path, info, warn, error, progress)
+        return _run_batch(args, rescaler, json_path, info, warn, error, progress, ready_at)
     finally:  # sessions, engines and GPU buffers are released on every way out
         try:
             rescaler.close()
@@ -587,6 +620,7 @@ def _run_batch(
     warn: Callable[[str], None],
     error: Callable[[str], None],
     progress: bool,
+    ready_at: float | None = None,
 ) -> int:
     json_to_stdout = args.json == "-"
     _check_model_lr_format(rescaler, args.lr_format)
@@ -618,7 +652,7 @@ def _run_batch(
     except KeyboardInterrupt:
         interrupted = True
     seconds = time.perf_counter() - t0
-    summary = _summary(rescaler, items, seconds)
+    summary = _summary(rescaler, items, seconds, ready_at)
     summary["lr_format"] = args.lr_format.spec
     summary["interrupted"] = interrupted
     ok = summary["files"] - summary["failed"] - summary["skipped"]

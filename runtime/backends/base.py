@@ -51,6 +51,9 @@ class Backend(abc.ABC):
     #: Whether every call must get exactly the tile shape (static engines): the
     #: tiler then pads images smaller than a tile and crops the result back.
     fixed_shape: ClassVar[bool] = False
+    #: Whether the last load took the compiled model / engine from a cache; None for
+    #: backends that keep no such cache (their load always starts from the graph).
+    loaded_from_cache: bool | None = None
 
     def __init__(
         self,

@@ -264,6 +264,7 @@ class TensorRTBackend(Backend):
             engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise IRNError(f"TensorRT could not deserialize the engine for {self.graph.file}")
+        self.loaded_from_cache = not self.built
         self._engine = engine
         check_engine_io(describe_engine_io(engine), self.graph)
         self._context = engine.create_execution_context()
