@@ -35,13 +35,13 @@ import numpy as np
 from .backends import AUTO_ORDER, Backend, BackendOptions, Candidate, candidates, get_spec
 from .codecs import codec_label
 from .errors import IRNError
+from .file_hashes import cached_file_sha256
 from .image_io import DAMAGED_LATENT_NOTE, ImageData, resize_alpha
 from .manifest import (
     RESTORE_DIRECTION,
     GraphInfo,
     ModelManifest,
     TensorInfo,
-    file_sha256,
     load_manifest,
 )
 from .memory import budget_tile, default_max_memory, tiles_by_budget
@@ -394,7 +394,8 @@ class Rescaler:
         path = self.model_dir / graph.file
         if not path.is_file():
             raise IRNError(f"{path} is missing; re-export the model with irn-export")
-        if file_sha256(path) != graph.sha256:
+        # Remembered per user while the file's size, times and inode are unchanged.
+        if cached_file_sha256(path) != graph.sha256:
             raise IRNError(
                 f"{path} does not match the SHA-256 in {self.model_dir / 'manifest.json'} "
                 f"(damaged or replaced); re-export the model with irn-export"
