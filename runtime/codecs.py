@@ -17,16 +17,15 @@ quality as ``ImageData.lr_codec``, which a compression-restore step routes on.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
 import os
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image
@@ -157,7 +156,9 @@ _MAX_XMP = 1 << 20  # larger packets are not ours: not parsed
 
 def metadata_xmp(text: dict[str, str]) -> bytes:
     """The text chunks as an XMP packet (one ``irntrt:text`` property, JSON inside)."""
-    payload = escape(json.dumps(text, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
+    # html.escape without quotes is xml.sax.saxutils.escape (& < >), which imports urllib.
+    data = json.dumps(text, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    payload = html.escape(data, quote=False)
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
         '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
@@ -178,6 +179,8 @@ def text_from_xmp(xmp: bytes | str | None) -> dict[str, str]:
     data = xmp.encode("utf-8") if isinstance(xmp, str) else bytes(xmp)
     if _NS.encode() not in data:
         return {}
+    import xml.etree.ElementTree as ET  # only for our own packets: not on every image's path
+
     try:
         root = ET.fromstring(data.strip(b"\x00"))
         values = [el.text or "" for el in root.iter(_TEXT_TAG)]

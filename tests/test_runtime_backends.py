@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +14,14 @@ from irn_trt.runtime.api import Rescaler, select_backend
 from irn_trt.runtime.backends import AUTO_ORDER, backend_class, backend_names, candidates, get_spec
 from irn_trt.runtime.backends.base import Backend
 from irn_trt.runtime.errors import IRNError
+from irn_trt.runtime.manifest import file_sha256
 
 
 def test_registry_imports_nothing_heavy() -> None:
     code = (
         "import sys, irn_trt.runtime.backends, irn_trt.runtime.api, irn_trt.runtime.cli\n"
-        "names = ('torch', 'onnxruntime', 'openvino', 'tensorrt')\n"
+        # tqdm and urllib (xml.sax.saxutils) cost every irn-trt-run's start-up; needed by few.
+        "names = ('torch', 'onnxruntime', 'openvino', 'tensorrt', 'tqdm', 'urllib.request')\n"
         "heavy = [m for m in names if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
@@ -142,18 +146,63 @@ def test_ov_cpu_second_load_uses_the_compiled_model_cache(tmp_model_dir, tmp_pat
     first = ov(tmp_model_dir.path, m, graph, opts)
     first.load()
     assert first.loaded_from_cache is False
-    blobs = list(cache.iterdir())
+    blobs = sorted(cache.rglob("*.blob"))
     assert blobs and all(b.stat().st_size > 0 for b in blobs)
+    # One folder per graph content, named by the file's SHA-256.
+    assert [b.parent.name for b in blobs] == [file_sha256(tmp_model_dir.path / graph.file)[:16]]
     second = ov(tmp_model_dir.path, m, graph, opts)
     second.load()
     assert second.loaded_from_cache is True
-    assert list(cache.iterdir()) == blobs  # nothing recompiled or added
+    assert sorted(cache.rglob("*.blob")) == blobs  # nothing recompiled or added
     x = {graph.inputs[0].name: np.full((1, 16, 16, 3), 128, dtype=np.uint8)}
     assert (first.run(x) == second.run(x)).all()
-    # Another graph (as a re-export to the same path would be) is another entry.
+    # Another graph is another entry.
     other = ov(tmp_model_dir.path, m, m.graph("up", "fp32"), opts)
     other.load()
-    assert other.loaded_from_cache is False and len(list(cache.iterdir())) == len(blobs) + 1
+    assert other.loaded_from_cache is False and len(list(cache.rglob("*.blob"))) == len(blobs) + 1
+
+
+def test_ov_cpu_cache_is_never_stale_after_a_same_size_rewrite(tmp_model_dir, tmp_path) -> None:
+    """A graph rewritten in place with other weights, same size and mtime (OpenVINO's own
+    key for a path would take the old compiled model): compiled again, new results."""
+    from irn_trt.runtime.backends.base import BackendOptions
+    from irn_trt.runtime.costs import conv_peak_onnx
+    from irn_trt.runtime.manifest import GraphInfo, TensorInfo
+
+    ov = backend_class("ov-cpu")
+    if ov.probe() is not None:
+        pytest.skip(f"ov-cpu unavailable: {ov.probe()}")
+    shape = (1, 8, 16, 16)
+    old, new = conv_peak_onnx(8, 16, 16, seed=0), conv_peak_onnx(8, 16, 16, seed=1)
+    assert len(old) == len(new) and old != new
+    path = tmp_path / "model" / "conv.onnx"
+    path.parent.mkdir()
+    path.write_bytes(old)
+    st = path.stat()
+
+    def backend(cache: Path | None) -> Backend:
+        graph = GraphInfo(
+            "peak", "fp32", path.name, file_sha256(path),
+            (TensorInfo("x", "float32", shape, "NCHW"),),
+            (TensorInfo("y", "float32", shape, "NCHW"),),
+        )  # fmt: skip
+        opts = BackendOptions(threads=1, cache_dir=cache, inference_precision="fp32")
+        return ov(path.parent, tmp_model_dir.manifest, graph, opts)
+
+    x = {"x": np.random.default_rng(0).random(shape, dtype=np.float32)}
+    cache = tmp_path / "ov-cache"
+    with backend(cache) as be:
+        y_old = be.run(x)
+        assert be.loaded_from_cache is False
+    with path.open("r+b") as f:  # in place: same inode
+        f.write(new)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    with backend(cache) as be:
+        y_new = be.run(x)
+        assert be.loaded_from_cache is False
+    with backend(None) as be:  # no cache at all: what the new graph computes
+        assert (be.run(x) == y_new).all() and not (y_new == y_old).all()
 
 
 def test_ov_cpu_default_cache_is_per_user(tmp_model_dir, monkeypatch, tmp_path) -> None:
