@@ -358,6 +358,45 @@ def test_corrupt_graph_named_at_load(
     assert "down.fp32.onnx does not match the SHA-256" in err and "re-export" in err
 
 
+def test_json_reports_startup_and_compiled_model_cache(
+    capsys, monkeypatch, tmp_path: Path, tmp_model_dir, odd_image: Path
+) -> None:
+    """``--json`` says how long start-up and each graph's load took, and whether the
+    compiled model came from the cache: the first run compiles, the second does not."""
+    from irn_trt.runtime.backends import backend_class
+
+    reason = backend_class("ov-cpu").probe()
+    if reason is not None:
+        pytest.skip(f"ov-cpu unavailable: {reason}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    md = str(tmp_model_dir.path)
+    runs = []
+    for name in ("first", "second"):
+        code, _, err = _run(capsys, str(odd_image), "-o", str(tmp_path / name), "--model-dir", md,
+                            "--backend", "ov-cpu", "--precision", "fp32", "--threads", "1",
+                            "--quiet", "--json", str(tmp_path / f"{name}.json"))  # fmt: skip
+        assert code == 0, err
+        runs.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    first, second = runs
+    assert first["model_from_cache"] == {"down": False}
+    assert second["model_from_cache"] == {"down": True}
+    for summary in runs:
+        assert list(summary["model_load_s"]) == ["down"] and summary["model_load_s"]["down"] > 0
+        if sys.platform.startswith("linux"):  # from the process's start, read in /proc
+            assert summary["startup_s"] > summary["model_load_s"]["down"]
+        else:
+            assert summary["startup_s"] is None
+    lr = "bird_lr.png"
+    assert (tmp_path / "first" / lr).read_bytes() == (tmp_path / "second" / lr).read_bytes()
+    # A round trip loads both graphs; ort-cpu keeps no compiled-model cache (null, not false).
+    code, _, err = _ort(capsys, tmp_model_dir, str(odd_image), "-o", str(tmp_path / "rt"),
+                        "--mode", "roundtrip", "--json", str(tmp_path / "rt.json"))  # fmt: skip
+    assert code == 0, err
+    rt = json.loads((tmp_path / "rt.json").read_text())
+    assert list(rt["model_load_s"]) == ["down", "up"]
+    assert rt["model_from_cache"] == {"down": None, "up": None}
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -8,9 +8,10 @@ only with AMX (see :func:`bf16_by_default`).
 Compiled models are cached (OpenVINO's ``CACHE_DIR`` property) under
 ``$XDG_CACHE_HOME/irn-trt/openvino`` (or ``BackendOptions.cache_dir``), so a second
 process loads the compiled blob instead of compiling again. The graph is compiled from
-its path, which lets OpenVINO skip reading and hashing the model on a cache hit (0.4 s
-of a 1 s warm load of the x4 graph here); OpenVINO then keys its entries by the path and
-the compile options only, so each graph content gets its own folder, named by the
+its path, which lets OpenVINO skip reading and hashing the model on a cache hit (0.3 s
+of a 0.8 s warm load of the x4 graph here); OpenVINO's key for such an entry does not
+cover the file's content (a graph rewritten in place with the same size and mtime loaded
+the old one in OpenVINO 2026.4), so each graph content gets its own folder, named by the
 file's SHA-256 (:func:`~irn_trt.runtime.file_hashes.cached_file_sha256`, remembered while
 the file is unchanged): a re-exported graph or another precision hint gets its own entry,
 never a stale one.
@@ -120,9 +121,9 @@ class OvCpuBackend(Backend):
         """This graph content's folder in the cache (named by the first 16 hex digits of
         the file's SHA-256); None when there is no cache folder.
 
-        OpenVINO keys an entry compiled from a path by that path and the compile options,
-        not by the file's content: without a folder per content, a graph re-exported to
-        the same path would load the old one's compiled model.
+        OpenVINO's key for an entry compiled from a path does not cover the file's
+        content: without a folder per content, a graph rewritten at the same path could
+        load the old one's compiled model.
         """
         root = self.cache_dir
         if root is None:
