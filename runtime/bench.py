@@ -335,11 +335,15 @@ def _e2e(r: Rescaler, args: dict) -> dict:
     src = Path(args["image"])
     with tempfile.TemporaryDirectory(prefix="irn-bench-e2e-") as tmp:
         for d in ("down", "up"):
-            item = runner.run(plan_batch([Source(src, d)], Path(tmp) / d).jobs[0])
+            job = plan_batch([Source(src, d)], Path(tmp) / d).jobs[0]
+            c0 = time.process_time()
+            item = runner.run(job)
+            cpu = time.process_time() - c0
             if item.error:
                 raise IRNError(f"end to end ({d}): {item.error}")
             if d in args["directions"]:
                 res[f"e2e_{d}_s"] = round(item.seconds, 4)
+                res[f"e2e_{d}_cpu_s"] = round(cpu, 4)
                 res[f"e2e_{d}_mp_per_s"] = round(item.megapixels / item.seconds, 4)
                 res[f"e2e_{d}_tiles"] = item.tiles
             if d == "down":
@@ -399,9 +403,13 @@ def _measure(r: Rescaler, args: dict) -> dict:
             return lr.rgb
 
     lr = None if warm else down()  # warm-up: the first call at a shape selects kernels
+    # CPU seconds (every thread of this process) beside the wall time: on a shared
+    # machine they say how much of a difference is work and how much is waiting.
     if "down" in directions:
+        c0 = time.process_time()
         t, lr = time_median(down, args["repeat"])
         res["down_s"], res["down_mp_per_s"] = round(t, 4), round(mp / t, 4)
+        res["down_cpu_s"] = round((time.process_time() - c0) / args["repeat"], 4)
     elif lr is None:
         lr = down()
     if args.get("lr_file") and r.manifest.lr_channels == 3:  # compared with raw's
@@ -409,8 +417,10 @@ def _measure(r: Rescaler, args: dict) -> dict:
     if "up" in directions:
         if not warm:
             up(lr)
+        c0 = time.process_time()
         t, _ = time_median(lambda: up(lr), args["repeat"])
         res["up_s"], res["up_mp_per_s"] = round(t, 4), round(mp / t, 4)
+        res["up_cpu_s"] = round((time.process_time() - c0) / args["repeat"], 4)
     if raw:
         res["tiles_per_image"] = 1
     else:
@@ -482,10 +492,13 @@ def _vs_raw(results: list[dict], lr_files: dict[str, Path]) -> None:
         if ref is None or row is ref or "error" in ref or "error" in row:
             continue
         for d in ("down", "up"):
-            if ref.get(f"{d}_s") and row.get(f"{d}_s"):
-                row[f"{d}_overhead_vs_raw"] = round(row[f"{d}_s"] / ref[f"{d}_s"] - 1, 4)
-            if ref.get(f"{d}_s") and row.get(f"e2e_{d}_s"):
-                row[f"e2e_{d}_rate_vs_raw"] = round(ref[f"{d}_s"] / row[f"e2e_{d}_s"], 4)
+            for t in ("s", "cpu_s"):  # wall time, and CPU time (see _measure)
+                kind = "" if t == "s" else "cpu_"
+                base = ref.get(f"{d}_{t}")
+                if base and row.get(f"{d}_{t}"):
+                    row[f"{d}_{kind}overhead_vs_raw"] = round(row[f"{d}_{t}"] / base - 1, 4)
+                if base and row.get(f"e2e_{d}_{t}"):
+                    row[f"e2e_{d}_{kind}rate_vs_raw"] = round(base / row[f"e2e_{d}_{t}"], 4)
         mine, theirs = lr_files.get(row["label"]), lr_files.get(ref["label"])
         if mine and theirs and mine.is_file() and theirs.is_file():
             a, b = np.load(mine), np.load(theirs)
@@ -689,7 +702,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "down_speed_vs_ort_cpu": _ratios(results),
         "vs_raw": "rows with a raw row of their backend and precision: *_overhead_vs_raw = "
         "time / raw time - 1 (in memory, same image); e2e_*_rate_vs_raw = raw time / "
-        "irn-trt-run's per-file time (e2e_*_s: decode, tiles, encode, write); "
+        "irn-trt-run's per-file time (e2e_*_s: decode, tiles, encode, write); the same "
+        "with CPU seconds of the process (*_cpu_s, all threads): *_cpu_overhead_vs_raw, "
+        "e2e_*_cpu_rate_vs_raw; "
         "lr_identical_to_raw = fraction of LR bytes equal to raw's, lr_max_diff_vs_raw in "
         "8-bit levels; peak_rss_mb per row (its own process; e2e_peak_rss_mb before the "
         "in-memory image)",

@@ -231,6 +231,12 @@ def test_bench_rows_against_the_raw_graph_with_end_to_end(
         for d in ("down", "up"):
             assert r[f"{d}_overhead_vs_raw"] == round(r[f"{d}_s"] / raw[f"{d}_s"] - 1, 4)
             assert r[f"e2e_{d}_rate_vs_raw"] == round(raw[f"{d}_s"] / r[f"e2e_{d}_s"], 4)
+            cpu = r[f"{d}_cpu_s"]
+            assert cpu > 0 and r[f"e2e_{d}_cpu_s"] > 0
+            assert r[f"{d}_cpu_overhead_vs_raw"] == round(cpu / raw[f"{d}_cpu_s"] - 1, 4)
+            assert r[f"e2e_{d}_cpu_rate_vs_raw"] == round(
+                raw[f"{d}_cpu_s"] / r[f"e2e_{d}_cpu_s"], 4
+            )
     assert rows["128@0"]["tile_hr"] == 128 and rows["whole"]["tile_hr"] == "256x192"
     # Untiled through the Rescaler (whole; default, which fits the memory budget here):
     # the raw graph's LR byte for byte. Tiles without overlap: seams change bytes.
