@@ -25,7 +25,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -50,7 +50,14 @@ from .options import EngineOptions
 from .pngmeta import KEY_PREFIX, LRMetadata
 from .scales import format_scale, parse_scale, resize_exact
 from .scales import lr_size as scaled_lr_size
-from .tiling import TileConfig, TileSize, pad_to_multiple, plan_tiles, run_tiled_planes
+from .tiling import (
+    TileConfig,
+    TilePlan,
+    TileSize,
+    pad_to_multiple,
+    plan_tiles,
+    run_tiled_planes,
+)
 from .trt_plan import format_wxh, parse_wxh
 
 __all__ = [
@@ -577,8 +584,8 @@ class Rescaler:
         finally:
             be.release_memory()  # the other direction may run next: one peak at a time
 
-    def count_tiles(self, height: int, width: int, direction: str = "down") -> int:
-        """How many tiles an image of this size (input side of ``direction``) takes."""
+    def tile_plan(self, height: int, width: int, direction: str = "down") -> TilePlan:
+        """The tiles (LR px) an image of this size (input side of ``direction``) runs in."""
         from .backends import backend_class
 
         if direction == "down":
@@ -586,7 +593,29 @@ class Rescaler:
         else:
             lr_w, lr_h = width, height
         tile = self._tile(backend_class(self.selection.backend), direction, lr_h, lr_w)
-        return len(plan_tiles(lr_h, lr_w, tile, self.overlap_lr, self.manifest.lr_grid))
+        return plan_tiles(lr_h, lr_w, tile, self.overlap_lr, self.manifest.lr_grid)
+
+    def count_tiles(self, height: int, width: int, direction: str = "down") -> int:
+        """How many tiles an image of this size (input side of ``direction``) takes."""
+        return len(self.tile_plan(height, width, direction))
+
+    def run_graph(self, direction: str, planes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The ``direction`` graph called once on whole HWC uint8 planes, untiled.
+
+        ``planes``: the image (``down``: H and W multiples of the scale, see
+        :func:`~irn_trt.runtime.tiling.pad_to_multiple`), then what else the graph takes
+        (IRN-M's side code for ``up``), as the graph's outputs come; returns every output
+        as HWC uint8. No padding, metadata, resize or restore step: ``irn-bench``'s ``raw``
+        baseline, the time the tiled paths are measured against.
+        """
+        be = self.backend(direction)
+        try:
+            outs = self._run_graph(be, [np.ascontiguousarray(p)[None] for p in planes])
+        finally:
+            # As after every tiled call (_rescale): each call starts from the same
+            # allocator state, so the baseline is not favoured by memory kept warm.
+            be.release_memory()
+        return [out[0] for out in outs]
 
     def _alpha_code(
         self, img: ImageData, meta: LRMetadata | None, from_file: bool, notes: list[str]

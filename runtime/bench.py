@@ -7,6 +7,17 @@ model directory was exported from (its child is ``irn_trt.train.bench_eager``,
 so the runtime stays torch-free) and Set5-style round-trip quality per
 configuration (the evidence for BF16 being a default or not).
 
+Tile choices (``--tiles``): ``0`` the whole image through the Rescaler, untiled;
+``default`` the Rescaler's own tile policy for the backend (what ``irn-trt-run`` does
+without tile flags); a size (one number or ``WxH``, HR px) that tile; ``@O`` after a
+size or ``default`` sets the overlap as ``irn-trt-run --overlap`` does (HR px or
+``exact``); ``raw`` the backend's graph called once on the whole image padded to the
+scale, no Rescaler: the baseline. With a ``raw`` row, every row of the same backend and
+precision reports its time relative to it (``*_overhead_vs_raw`` = time / raw - 1) and
+how far its LR is from the raw LR. ``--e2e`` also times, per row, ``irn-trt-run``'s
+own per-file path on the ``--image`` file (decode, tiles, encode and write the PNG):
+``e2e_*_s`` and ``e2e_*_rate_vs_raw`` = raw time / e2e time.
+
 Speed is also given as achieved GFLOP/s (2 x the multiply-adds of the model's
 convolutions on the image, ``runtime/costs.py``; tile overlap that is computed twice
 is not counted) and as a fraction of a reference peak that each child measures on its
@@ -30,7 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .atomic import write_text_atomic
 from .errors import IRNError, cli_entry
@@ -43,7 +54,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BenchConfig",
+    "DEFAULT_TILES",
     "PRESETS",
+    "RAW",
+    "TileChoice",
     "parse_tiles",
     "parse_configs",
     "skip_reason",
@@ -58,6 +72,11 @@ __all__ = [
 PROG = "irn-bench"
 TORCH = "torch-eager"
 DEFAULT_CONFIGS = "trt:fp16,ort-cuda:fp16,ov-cpu:fp32,ov-cpu:bf16,ort-cpu:fp32"
+#: ``--tiles`` words: the Rescaler's own tile policy, and the graph alone (the baseline).
+DEFAULT_TILES = "default"
+RAW = "raw"
+#: ``--size``: the whole ``--image`` file, uncropped (what ``--e2e`` needs).
+FULL_SIZE = "full"
 
 
 @dataclass(frozen=True)
@@ -77,39 +96,73 @@ PRESETS = {
 }
 
 
+class TileChoice(NamedTuple):
+    """One ``--tiles`` entry: the tile and the overlap (None: the Rescaler's default).
+
+    ``tile``: None (``0``, the whole image untiled), ``"default"`` (the Rescaler's tile
+    policy), ``"raw"`` (the graph alone), or an HR tile, one number (a square) or
+    ``"WxH"`` as ``--tile`` everywhere. ``overlap``: HR px or ``"exact"``, as
+    ``irn-trt-run --overlap``.
+    """
+
+    tile: int | str | None
+    overlap: int | str | None = None
+
+    def label(self) -> str:
+        text = "whole" if self.tile is None else str(self.tile)
+        return text if self.overlap is None else f"{text}@{self.overlap}"
+
+
 @dataclass(frozen=True)
 class BenchConfig:
-    """One measurement: backend (or ``torch-eager``), precision, HR tile (None: whole image).
-
-    ``tile`` is one number (a square) or ``"WxH"``, as ``--tile`` everywhere.
-    """
+    """One measurement: backend (or ``torch-eager``), precision, tile choice (see
+    :class:`TileChoice`; ``tile`` None: the whole image, untiled)."""
 
     backend: str
     precision: str
     tile: int | str | None
+    overlap: int | str | None = None
 
     def label(self) -> str:
-        return f"{self.backend}:{self.precision}:" + (str(self.tile) if self.tile else "whole")
+        return f"{self.backend}:{self.precision}:{TileChoice(self.tile, self.overlap).label()}"
 
 
-def parse_tiles(text: str) -> list[int | str | None]:
-    """``--tiles``: ``"0,1024,768x512"`` -> [None, 1024, "768x512"] (0: whole image)."""
+def parse_tiles(text: str) -> list[TileChoice]:
+    """``--tiles``: ``"raw,0,default,1024,768x512@exact,1920@480"`` -> tile choices.
+
+    ``0``: the whole image, untiled; ``default``: the Rescaler's tile policy;
+    ``raw``: the graph alone; sizes as every size flag; ``@O`` (after a size or
+    ``default``): the overlap, HR px or ``exact``.
+    """
+    from .cli import overlap_arg
     from .trt_plan import format_wxh, parse_wxh
 
-    out: list[int | str | None] = []
-    for part in text.split(","):
-        w, h = parse_wxh(part, "--tiles entry")
-        if w == h == 0:
-            out.append(None)
-        elif min(w, h) <= 0:
-            raise IRNError(f"--tiles entry {part.strip()!r} must be positive (0: whole image)")
+    out: list[TileChoice] = []
+    for part in (p.strip() for p in text.split(",")):
+        size, at, over = part.partition("@")
+        try:
+            overlap = overlap_arg(over) if at else None
+        except IRNError as exc:
+            raise IRNError(f"--tiles entry {part!r}: {exc}") from None
+        if size in (DEFAULT_TILES, RAW):
+            tile: int | str | None = size
         else:
-            label = format_wxh((h, w))
-            out.append(int(label) if label.isdigit() else label)
+            w, h = parse_wxh(size, "--tiles entry")
+            if w == h == 0:
+                tile = None
+            elif min(w, h) <= 0:
+                raise IRNError(f"--tiles entry {part!r} must be positive (0: whole image)")
+            else:
+                label = format_wxh((h, w))
+                tile = int(label) if label.isdigit() else label
+        if at and tile in (None, RAW):
+            what = "raw (the graph alone)" if tile == RAW else "0 (the whole image)"
+            raise IRNError(f"--tiles entry {part!r}: {what} has no tiles, so no overlap")
+        out.append(TileChoice(tile, overlap))
     return out
 
 
-def parse_configs(text: str, tiles: Sequence[int | str | None]) -> list[BenchConfig]:
+def parse_configs(text: str, tiles: Sequence[TileChoice]) -> list[BenchConfig]:
     """``"ov-cpu:fp32,ov-cpu:bf16,ort-cpu"`` x tiles -> configs (precision default ``auto``)."""
     from .api import PRECISIONS
     from .backends import get_spec
@@ -129,7 +182,7 @@ def parse_configs(text: str, tiles: Sequence[int | str | None]) -> list[BenchCon
             raise IRNError(f"{part}: {TORCH} runs fp32 only")
         if precision not in PRECISIONS:
             raise IRNError(f"{part}: unknown precision {precision!r}")
-        out.extend(BenchConfig(backend, precision, t) for t in tiles)
+        out.extend(BenchConfig(backend, precision, t.tile, t.overlap) for t in tiles)
     if not out:
         raise IRNError("no configurations given (--configs)")
     return out
@@ -247,13 +300,15 @@ def _child_runtime(args: dict) -> dict:
     from .api import Rescaler
     from .options import EngineOptions
 
-    cfg = BenchConfig(args["backend"], args["precision"], args["tile"])
+    cfg = BenchConfig(args["backend"], args["precision"], args["tile"], args.get("overlap"))
+    fixed = cfg.tile not in (None, DEFAULT_TILES, RAW)
     r = Rescaler.load(
         args["model_dir"],
         backend=cfg.backend,
         precision=cfg.precision,
-        tile=cfg.tile,
-        no_tile=cfg.tile is None,
+        tile=cfg.tile if fixed else None,
+        overlap=cfg.overlap,
+        no_tile=cfg.tile in (None, RAW),
         threads=args["threads"],
         options=EngineOptions.from_dict(args.get("engine") or {}),
     )
@@ -261,22 +316,120 @@ def _child_runtime(args: dict) -> dict:
         return _measure(r, args)
 
 
-def _measure(r: Rescaler, args: dict) -> dict:
-    from .image_io import ImageData
+def _e2e(r: Rescaler, args: dict) -> dict:
+    """``irn-trt-run``'s own per-file path on the ``--image`` file, into a temp folder.
 
+    Its ``Runner`` (runtime/cli.py) reads and decodes the file, plans the tiles, runs
+    them and encodes and writes the LR PNG atomically, as one file of a batch; ``up``
+    (when timed) then reads that LR back, as a second ``irn-trt-run`` would. Seconds
+    are the Runner's per-file time; the backends are loaded before (``load_s``).
+    """
+    from .batch import Source, plan_batch
+    from .cli import Runner, peak_rss_mb
+
+    def quiet(_: str) -> None:
+        return None
+
+    runner = Runner(r, quiet, quiet, progress=False)
+    res: dict[str, Any] = {}
+    src = Path(args["image"])
+    with tempfile.TemporaryDirectory(prefix="irn-bench-e2e-") as tmp:
+        for d in ("down", "up"):
+            job = plan_batch([Source(src, d)], Path(tmp) / d).jobs[0]
+            c0 = time.process_time()
+            item = runner.run(job)
+            cpu = time.process_time() - c0
+            if item.error:
+                raise IRNError(f"end to end ({d}): {item.error}")
+            if d in args["directions"]:
+                res[f"e2e_{d}_s"] = round(item.seconds, 4)
+                res[f"e2e_{d}_cpu_s"] = round(cpu, 4)
+                res[f"e2e_{d}_mp_per_s"] = round(item.megapixels / item.seconds, 4)
+                res[f"e2e_{d}_tiles"] = item.tiles
+            if d == "down":
+                res["e2e_lr_bytes"] = item.lr_bytes
+                if "up" not in args["directions"]:
+                    break
+                src = Path(item.outputs[0])
+    # ru_maxrss so far: the load and the e2e run, before the in-memory image exists.
+    res["e2e_peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return res
+
+
+def _measure(r: Rescaler, args: dict) -> dict:
+    import numpy as np
+
+    from .image_io import ImageData
+    from .tiling import pad_to_multiple
+    from .trt_plan import format_wxh
+
+    raw = args["tile"] == RAW
+    directions = args["directions"]
+    t0 = time.perf_counter()
+    for d in ("down", "up"):  # loaded before any timing; down always makes the LR
+        if d == "down" or d in directions:
+            r.backend(d)
+    res: dict[str, Any] = {"precision": r.selection.precision}
+    res["load_s"] = round(time.perf_counter() - t0, 4)
+    # The e2e run comes first, in the fresh process as irn-trt-run's would, and is the
+    # warm-up of the in-memory timing below (the same image through the same Rescaler).
+    warm = bool(args.get("e2e")) and not raw
+    if warm:
+        res.update(_e2e(r, args))
     # ImageData: what the LR carries besides its pixels (IRN-M's side code) goes along.
     hr = ImageData(bench_image(args["image"], args["height"], args["width"]))
-    res: dict = {"precision": r.selection.precision}
-    mp = hr.rgb.shape[0] * hr.rgb.shape[1] / 1e6
-    lr = r.downscale(hr)  # warm-up: the first call at a shape selects kernels
-    if "down" in args["directions"]:
-        t, lr = time_median(lambda: r.downscale(hr), args["repeat"])
+    height, width = hr.rgb.shape[:2]
+    mp = height * width / 1e6
+    s = r.scale
+    if raw:  # the graphs alone: the LR planes of down are what up takes
+
+        def down() -> Any:
+            return r.run_graph("down", [pad_to_multiple(hr.rgb, s, s)])
+
+        def up(lr: Any) -> Any:
+            return r.run_graph("up", lr)
+
+        def lr_rgb(lr: Any) -> np.ndarray:
+            return lr[0]
+
+    else:
+
+        def down() -> Any:
+            return r.downscale(hr)
+
+        up = r.upscale
+
+        def lr_rgb(lr: Any) -> np.ndarray:
+            return lr.rgb
+
+    lr = None if warm else down()  # warm-up: the first call at a shape selects kernels
+    # CPU seconds (every thread of this process) beside the wall time: on a shared
+    # machine they say how much of a difference is work and how much is waiting.
+    if "down" in directions:
+        c0 = time.process_time()
+        t, lr = time_median(down, args["repeat"])
         res["down_s"], res["down_mp_per_s"] = round(t, 4), round(mp / t, 4)
-    if "up" in args["directions"]:
-        r.upscale(lr)
-        t, _ = time_median(lambda: r.upscale(lr), args["repeat"])
+        res["down_cpu_s"] = round((time.process_time() - c0) / args["repeat"], 4)
+    elif lr is None:
+        lr = down()
+    if args.get("lr_file") and r.manifest.lr_channels == 3:  # compared with raw's
+        np.save(args["lr_file"], lr_rgb(lr))
+    if "up" in directions:
+        if not warm:
+            up(lr)
+        c0 = time.process_time()
+        t, _ = time_median(lambda: up(lr), args["repeat"])
         res["up_s"], res["up_mp_per_s"] = round(t, 4), round(mp / t, 4)
-    res["tiles_per_image"] = r.count_tiles(hr.rgb.shape[0], hr.rgb.shape[1])
+        res["up_cpu_s"] = round((time.process_time() - c0) / args["repeat"], 4)
+    if raw:
+        res["tiles_per_image"] = 1
+    else:
+        plan = r.tile_plan(height, width)
+        th, tw = plan.tile_hw
+        res["tiles_per_image"] = len(plan)
+        tile_text = format_wxh((th * s, tw * s))
+        res["tile_hr"] = int(tile_text) if tile_text.isdigit() else tile_text
+        res["overlap_hr"] = r.overlap_lr * s
     try:
         peak = _backend_peak(r, *args["peak_hw"], max(args["repeat"], 3))
         res["peak_gflop_per_s"] = round(peak, 2)
@@ -328,6 +481,35 @@ def _add_flops(res: dict[str, Any], gflop: dict[str, float]) -> None:
                 res[f"{d}_fraction_of_peak"] = round(res[f"{d}_gflop_per_s"] / peak, 3)
 
 
+def _vs_raw(results: list[dict], lr_files: dict[str, Path]) -> None:
+    """Each row against the ``raw`` row of its backend and precision: time / raw - 1 per
+    direction, raw time / e2e time, and how far its LR is from the raw LR."""
+    import numpy as np
+
+    raws = {(r["backend"], r["precision"]): r for r in results if r.get("tile") == RAW}
+    for row in results:
+        ref = raws.get((row["backend"], row["precision"]))
+        if ref is None or row is ref or "error" in ref or "error" in row:
+            continue
+        for d in ("down", "up"):
+            for t in ("s", "cpu_s"):  # wall time, and CPU time (see _measure)
+                kind = "" if t == "s" else "cpu_"
+                base = ref.get(f"{d}_{t}")
+                if base and row.get(f"{d}_{t}"):
+                    row[f"{d}_{kind}overhead_vs_raw"] = round(row[f"{d}_{t}"] / base - 1, 4)
+                if base and row.get(f"e2e_{d}_{t}"):
+                    row[f"e2e_{d}_{kind}rate_vs_raw"] = round(base / row[f"e2e_{d}_{t}"], 4)
+        mine, theirs = lr_files.get(row["label"]), lr_files.get(ref["label"])
+        if mine and theirs and mine.is_file() and theirs.is_file():
+            a, b = np.load(mine), np.load(theirs)
+            if a.shape != b.shape:
+                row["lr_vs_raw_error"] = f"LR {a.shape} vs raw {b.shape}"
+                continue
+            diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+            row["lr_identical_to_raw"] = round(float((diff == 0).mean()), 6)
+            row["lr_max_diff_vs_raw"] = int(diff.max())
+
+
 def _ratios(results: list[dict]) -> dict[str, float]:
     """Speed of each configuration relative to the first ort-cpu one (down direction)."""
     ref = next((r for r in results if r["backend"] == "ort-cpu" and "down_mp_per_s" in r), None)
@@ -340,10 +522,17 @@ def _ratios(results: list[dict]) -> dict[str, float]:
     }
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    """``--size WxH`` (one number: square), the order of every size flag."""
+def _parse_size(text: str, image: str | None = None) -> tuple[int, int]:
+    """``--size WxH`` (one number: square), the order of every size flag; ``full``: the
+    size of the ``--image`` file (its header, EXIF rotation included)."""
     from .trt_plan import parse_wxh
 
+    if text == FULL_SIZE:
+        if image is None:
+            raise IRNError(f"--size {FULL_SIZE} needs --image (the file whose size it is)")
+        from .image_io import probe_image
+
+        return probe_image(image).size
     try:
         w, h = parse_wxh(text, "--size")
     except IRNError:
@@ -365,7 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  irn-bench --quick                                # under a minute, any machine\n"
         "  irn-bench --model-dir build/irn_x4 --configs ov-cpu:fp32,ov-cpu:bf16,ort-cpu:fp32 \\\n"
         "      --torch-checkpoint weights/irn_x4 --size 960x544 --threads 2 --json bench.json\n"
-        "  irn-bench --configs ov-cpu:fp32,ov-cpu:bf16 --quality ../shared/data/eval/Set5",
+        "  irn-bench --configs ov-cpu:fp32,ov-cpu:bf16 --quality ../shared/data/eval/Set5\n"
+        "  irn-bench --configs ov-cpu:fp32 --image photo.jpg --size full --direction down \\\n"
+        "      --tiles raw,default,1920@480 --e2e --threads 1 --repeat 1 --json tiles.json\n"
+        "                          # tiling overhead and irn-trt-run end to end vs the raw graph",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -381,8 +573,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tiles",
         default="0",
-        help="comma-separated HR tiles, each one number (square) or WxH; 0 = whole image "
-        "(default: %(default)s)",
+        help="comma-separated tile choices: 0 = whole image, untiled; default = the "
+        "Rescaler's own tile policy (irn-trt-run without tile flags); raw = the graph called "
+        "once on the whole image, no Rescaler (the baseline of the *_vs_raw fields); or an HR "
+        "tile, one number (square) or WxH; @O after a tile or default sets the overlap in HR "
+        "px or 'exact', as irn-trt-run's --overlap (e.g. 1920@480) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--e2e",
+        action="store_true",
+        help="also time irn-trt-run's per-file path on the --image file (decode, tiles, "
+        "encode and write the PNG) per row: e2e_down_s / e2e_up_s and, with a raw row, "
+        "e2e_*_rate_vs_raw = raw time / e2e time; needs --image FILE --size full",
     )
     p.add_argument(
         "--torch-checkpoint", type=Path, help="also time PyTorch eager on this checkpoint"
@@ -392,8 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"quick preset: --size {q.size} --repeat {q.repeat} and a smaller reference conv",
     )
-    p.add_argument("--size", help=f"HR test size WxH (default: {d.size}; --quick: {q.size})")
-    p.add_argument("--image", help="crop the test image from this file (default: synthetic)")
+    p.add_argument(
+        "--size",
+        help=f"HR test size WxH, or {FULL_SIZE} = the whole --image file (default: {d.size}; "
+        f"--quick: {q.size})",
+    )
+    p.add_argument(
+        "--image", help="crop the test image (--size) from this file (default: synthetic)"
+    )
     p.add_argument("--direction", choices=["down", "up", "both"], default="both")
     p.add_argument(
         "--repeat", type=int, help=f"timed runs per config, median (default: {d.repeat})"
@@ -414,7 +622,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_main(argv[1], _child_runtime)
     args = build_parser().parse_args(argv)
     preset = PRESETS["quick" if args.quick else "default"]
-    width, height = _parse_size(args.size or preset.size)
+    if args.e2e and (args.image is None or args.size != FULL_SIZE):
+        raise IRNError(
+            f"--e2e times irn-trt-run on the --image file as it is: pass --image FILE "
+            f"--size {FULL_SIZE}"
+        )
+    width, height = _parse_size(args.size or preset.size, args.image)
     repeat = preset.repeat if args.repeat is None else args.repeat
     if repeat < 1:
         raise IRNError(f"--repeat must be at least 1, got {repeat}")
@@ -441,6 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quality": args.quality,
         "peak_hw": list(preset.peak_hw),
         "engine": engine.to_dict(),
+        "e2e": args.e2e,
     }
     from tqdm import tqdm
 
@@ -448,19 +662,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     gflop = {d: 2 * m / 1e9 for d, m in direction_macs(manifest, height, width).items()}
     results = []
-    for cfg in tqdm(configs, desc="configs", unit="cfg", disable=args.quiet):
-        res: dict[str, Any] = {"label": cfg.label(), **asdict(cfg)}
-        reason = skip_reason(cfg)
-        if reason is not None:
-            res["skipped"] = reason
-            if not args.quiet:
-                tqdm.write(f"{PROG}: {cfg.label()}: skipped: {reason}", file=sys.stderr)
-        else:
-            res.update(_run_config(cfg, common, args.timeout))
-            _add_flops(res, gflop)
-            if "error" in res and not args.quiet:
-                tqdm.write(f"{PROG}: {cfg.label()}: {res['error']}", file=sys.stderr)
-        results.append(res)
+    with tempfile.TemporaryDirectory(prefix="irn-bench-lr-") as lr_dir:
+        lr_files: dict[str, Path] = {}
+        for i, cfg in enumerate(tqdm(configs, desc="configs", unit="cfg", disable=args.quiet)):
+            res: dict[str, Any] = {"label": cfg.label(), **asdict(cfg)}
+            reason = skip_reason(cfg)
+            if reason is not None:
+                res["skipped"] = reason
+                if not args.quiet:
+                    tqdm.write(f"{PROG}: {cfg.label()}: skipped: {reason}", file=sys.stderr)
+            else:
+                lr_files[cfg.label()] = Path(lr_dir) / f"lr{i}.npy"
+                extra = {"lr_file": str(lr_files[cfg.label()])}
+                res.update(_run_config(cfg, {**common, **extra}, args.timeout))
+                _add_flops(res, gflop)
+                if "error" in res and not args.quiet:
+                    tqdm.write(f"{PROG}: {cfg.label()}: {res['error']}", file=sys.stderr)
+            results.append(res)
+        _vs_raw(results, lr_files)
     report = {
         "model": manifest.model,
         "model_dir": str(args.model_dir),
@@ -481,6 +700,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
         "skipped": {r["label"]: r["skipped"] for r in results if "skipped" in r},
         "down_speed_vs_ort_cpu": _ratios(results),
+        "vs_raw": "rows with a raw row of their backend and precision: *_overhead_vs_raw = "
+        "time / raw time - 1 (in memory, same image); e2e_*_rate_vs_raw = raw time / "
+        "irn-trt-run's per-file time (e2e_*_s: decode, tiles, encode, write); the same "
+        "with CPU seconds of the process (*_cpu_s, all threads): *_cpu_overhead_vs_raw, "
+        "e2e_*_cpu_rate_vs_raw; "
+        "lr_identical_to_raw = fraction of LR bytes equal to raw's, lr_max_diff_vs_raw in "
+        "8-bit levels; peak_rss_mb per row (its own process; e2e_peak_rss_mb before the "
+        "in-memory image)",
     }
     text = json.dumps(report, indent=2) + "\n"
     if args.json and args.json != "-":

@@ -46,7 +46,7 @@ from .options import add_engine_arguments, engine_options_from_args
 from .pngmeta import KEY_PREFIX, LRMetadata
 from .scales import format_scale
 
-__all__ = ["main", "build_parser", "peak_rss_mb", "process_age_s"]
+__all__ = ["main", "build_parser", "overlap_arg", "peak_rss_mb", "process_age_s", "Runner"]
 
 PROG = "irn-trt-run"
 MODES = ("auto", "down", "up", "roundtrip")
@@ -580,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale=args.scale,
         backend=args.backend,
         precision=args.precision,
-        overlap=_overlap_arg(args.overlap),
+        overlap=overlap_arg(args.overlap),
         max_memory=parse_memory(args.max_memory) if args.max_memory is not None else None,
         alpha_code=args.alpha_code,
         no_tile=args.no_tile,
@@ -697,7 +697,8 @@ def _check_model_lr_format(rescaler: Rescaler, fmt: LRFormat) -> None:
         )
 
 
-def _overlap_arg(text: str | None) -> int | str | None:
+def overlap_arg(text: str | None) -> int | str | None:
+    """``--overlap``: None, ``"exact"`` or HR pixels (``irn-bench --tiles N@O`` too)."""
     if text is None or text == "exact":
         return text
     try:
