@@ -30,7 +30,8 @@ from ..engine_cache import (
     stderr_warning,
 )
 from ..errors import IRNError
-from ..manifest import GraphInfo, ModelManifest, file_sha256
+from ..file_hashes import cached_file_sha256
+from ..manifest import GraphInfo, ModelManifest
 from ..trt_builder import BuildSpec, build_engine, import_tensorrt, make_logger
 from ..trt_plan import (
     ProfileShapes,
@@ -151,7 +152,7 @@ def verified_graph_sha(model_dir: Path, graph: GraphInfo) -> str:
     path = model_dir / graph.file
     if not path.is_file():
         raise IRNError(f"{path}: graph file missing from the model directory")
-    sha = file_sha256(path)
+    sha = cached_file_sha256(path)  # the Rescaler's check of the same file remembered it
     if graph.sha256 and sha != graph.sha256:
         raise IRNError(f"{path}: contents differ from manifest.json's sha256 (re-export the model)")
     return sha
