@@ -179,6 +179,21 @@ def private_user_cache(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture
+def model_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty model store that is the whole search path: not this checkout's build/
+    (a developer's exports there would change what "no exported model" tests see), not
+    ~/.local/share."""
+    from irn_trt.runtime import model_store as store_module
+
+    store = tmp_path / "store"
+    store.mkdir()
+    monkeypatch.setenv("IRN_TRT_MODELS", str(store))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg_data"))
+    monkeypatch.setattr(store_module, "_checkout_build", lambda: None)
+    return store
+
+
 def export_tiny(name: str, out: Path, seed: int) -> Path:
     """A registry entry at tiny depth (``tiny_config``) with seeded random weights, exported
     FP32-only and verified on one 16x16 noise image: a real model directory in seconds."""

@@ -432,13 +432,12 @@ def test_bf16_on_a_cpu_without_it_is_a_usage_error(
 
 
 def test_model_found_from_any_folder(
-    capsys, monkeypatch, tmp_path: Path, tmp_model_dir, odd_image: Path
+    capsys, monkeypatch, tmp_path: Path, tmp_model_dir, odd_image: Path, model_store: Path
 ) -> None:
     import shutil
 
-    store = tmp_path / "store"
+    store = model_store
     shutil.copytree(tmp_model_dir.path, store / "irn_x4")
-    monkeypatch.setenv("IRN_TRT_MODELS", str(store))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

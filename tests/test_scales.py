@@ -94,14 +94,12 @@ def test_bicubic_baseline_at_x3_matches_the_paper(set5_dir: Path) -> None:
 
 
 def test_cli_scale_picks_the_model_and_writes_the_scale(
-    capsys, monkeypatch, tmp_path: Path, tmp_model_dir, crop: np.ndarray
+    capsys, tmp_path: Path, tmp_model_dir, crop: np.ndarray, model_store: Path
 ) -> None:
     from irn_trt.runtime.cli import main
     from irn_trt.runtime.image_io import write_image
 
-    store = tmp_path / "store"
-    shutil.copytree(tmp_model_dir.path, store / "irn_x4")
-    monkeypatch.setenv("IRN_TRT_MODELS", str(store))
+    shutil.copytree(tmp_model_dir.path, model_store / "irn_x4")
     src = tmp_path / "c.png"
     write_image(src, ImageData(crop))
     out = tmp_path / "out"
