@@ -880,6 +880,14 @@ def tile_summary(rescaler: Rescaler) -> int | str | None:
     return int(text) if text.isdigit() else text
 
 
+def memory_budget_summary(rescaler: Rescaler) -> int | None:
+    """The memory budget (MiB) that plans the tiles, as reported: ``None`` when an explicit
+    tile is set or the backend keeps fixed tiles (GPU engines)."""
+    if rescaler.tile_lr is not None or not tiles_by_budget(rescaler.selection.backend):
+        return None
+    return round(rescaler.max_memory / (1 << 20))
+
+
 _ALPHA_NOTE = "alpha channel resized with a bicubic filter (IRN rescales RGB only)"
 #: Where a grey LR keeps its input's colour ICC profile (base64): a greyscale PNG may
 #: only embed a GRAY profile, and colorize puts the colour one back.

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import PRECISIONS, Rescaler, tile_summary
+from .api import PRECISIONS, Rescaler, memory_budget_summary, tile_summary
 from .atomic import write_text_atomic
 from .backends import backend_names
 from .batch import OUTPUT_SUFFIXES, BatchPlan, PlannedJob, Source, plan_batch
@@ -537,6 +537,10 @@ def _summary(
         "scale": rescaler.output_scale if rescaler else None,
         "tile": tile_summary(rescaler) if rescaler else None,
         "overlap": rescaler.overlap_lr * rescaler.scale if rescaler else None,
+        # A server client (no max_memory) plans no tiles by memory here.
+        "max_memory_mb": memory_budget_summary(rescaler)
+        if rescaler is not None and hasattr(rescaler, "max_memory")
+        else None,
         "files": len(items),
         "failed": sum(1 for i in items if i.error),
         "skipped": sum(1 for i in items if i.skipped),

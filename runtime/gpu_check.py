@@ -562,9 +562,7 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         )
         for t in row["timing"]:
             if "skipped" not in t:
-                text += (
-                    f"; {t['size']} down {t['down_s'] * 1e3:.3f} ms up {t['up_s'] * 1e3:.3f} ms"
-                )
+                text += f"; {t['size']} down {t['down_s'] * 1e3:.3f} ms up {t['up_s'] * 1e3:.3f} ms"
         lines.append(text)
     plug = report.get("plugins")
     if plug:

@@ -139,3 +139,31 @@ def test_cli_flag_errors_are_one_line(
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert code != 0
     assert len(err) == 1 and message in err[0], err
+
+
+def test_cli_reports_the_memory_budget_that_planned_the_tiles(
+    capsys, tmp_model_dir, tmp_path, set5_dir
+) -> None:
+    """--max-memory shows in the JSON summary, and a budget just above the model's base
+    cost cuts the image into tiles; an explicit tile reports no budget."""
+    from PIL import Image
+
+    image = tmp_path / "baby.png"
+    with Image.open(set5_dir / "baby.png") as im:
+        im.convert("RGB").crop((0, 0, 512, 512)).save(image)
+    summaries = {}
+    runs = {
+        "roomy": ["--max-memory", "8G"],
+        "tight": ["--max-memory", "420M", "--overlap", "0"],
+        "tiled": ["--tile", "64", "--overlap", "0"],
+    }
+    for name, flags in runs.items():
+        code = main(
+            [str(image), "-o", str(tmp_path / name), "--model-dir", str(tmp_model_dir.path),
+             "--backend", "ort-cpu", "--quiet", "--json", str(tmp_path / f"{name}.json"), *flags]
+        )  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        summaries[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert summaries["roomy"]["max_memory_mb"] == 8192 and summaries["roomy"]["tiles"] == 1
+    assert summaries["tight"]["max_memory_mb"] == 420 and summaries["tight"]["tiles"] > 1
+    assert summaries["tiled"]["max_memory_mb"] is None and summaries["tiled"]["tile"] == 64
