@@ -142,6 +142,18 @@ def test_config_json_round_trips_and_old_configs_load() -> None:
 # --- the CLI -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("model", "cpu_crop", "paper_crop"),
+    [("irn_x2", 64, 144), ("irn_x3", 66, 144), ("irn_x4", 64, 144), ("irn_x8", 64, 144)],
+)
+def test_preset_crops_are_whole_lr_pixels(model: str, cpu_crop: int, paper_crop: int) -> None:
+    """Every scale trains from a preset without --crop: x3 rounds the crop up."""
+    assert apply_preset(TrainConfig(model=model), "cpu").crop == cpu_crop
+    assert apply_preset(TrainConfig(model=model), "paper").crop == paper_crop
+    for crop in (cpu_crop, paper_crop):
+        CropSampler([np.zeros((200, 200, 3), np.uint8)], crop, scale=int(model[-1]), seed=0)
+
+
 def test_cli_trains_validates_and_resumes(
     tmp_path: Path, train_dir: Path, val_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

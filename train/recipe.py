@@ -208,10 +208,16 @@ def apply_preset(cfg: TrainConfig, preset: str) -> TrainConfig:
     if preset not in PRESETS:
         raise IRNError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     try:
-        family = get_config(cfg.model).family
+        model_config = get_config(cfg.model)
     except ValueError:
-        family = ""  # an unknown model is refused where the model is built, in one line
-    return replace(cfg, **{**PRESETS[preset], **FAMILY_PRESETS.get(family, {}).get(preset, {})})
+        model_config = None  # an unknown model is refused where it is built, in one line
+    family = model_config.family if model_config is not None else ""
+    values = {**PRESETS[preset], **FAMILY_PRESETS.get(family, {}).get(preset, {})}
+    # The presets' crops suit x2/x4/x8; for x3 round up to whole LR pixels (64 -> 66), as
+    # the data loader takes only crops that are a multiple of the scale.
+    scale = int(getattr(model_config, "scale", 1) or 1)
+    values["crop"] = -(-values["crop"] // scale) * scale
+    return replace(cfg, **values)
 
 
 def apply_stage(cfg: TrainConfig, stage: str) -> TrainConfig:
