@@ -31,6 +31,13 @@ from irn_trt.train.trainer import LR_VALID_PSNR_DB
 CROP = 96  # a multiple of every shipped scale, so mod-crop keeps it whole
 #: Mean Y-PSNR (dB) / SSIM of the round trip and of the LR vs MATLAB bicubic on the crops.
 REFERENCE = {
+    "irn_e_x4": {
+        "sha256": "52e662c4a723472ead1b8ddc12ef7c5b3ef015dcbe2615f170803b4d8c8e5064",
+        "psnr": 36.7829,
+        "ssim": 0.93446,
+        "lr_psnr": 44.1764,
+        "lr_ssim": 0.99688,
+    },
     "irn_x2": {
         "sha256": "4b418ab224d238b6263099ca377c5d6863fa25b616f9b5e0c757e1a1b961f6a4",
         "psnr": 43.6785,
