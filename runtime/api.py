@@ -880,9 +880,12 @@ def tile_summary(rescaler: Rescaler) -> int | str | None:
     return int(text) if text.isdigit() else text
 
 
-def memory_budget_summary(rescaler: Rescaler) -> int | None:
+def memory_budget_summary(rescaler: Rescaler | None) -> int | None:
     """The memory budget (MiB) that plans the tiles, as reported: ``None`` when an explicit
-    tile is set or the backend keeps fixed tiles (GPU engines)."""
+    tile is set, the backend keeps fixed tiles (GPU engines) or a server plans them (a
+    client has no ``max_memory``)."""
+    if getattr(rescaler, "max_memory", None) is None:
+        return None
     if rescaler.tile_lr is not None or not tiles_by_budget(rescaler.selection.backend):
         return None
     return round(rescaler.max_memory / (1 << 20))

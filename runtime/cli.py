@@ -537,10 +537,7 @@ def _summary(
         "scale": rescaler.output_scale if rescaler else None,
         "tile": tile_summary(rescaler) if rescaler else None,
         "overlap": rescaler.overlap_lr * rescaler.scale if rescaler else None,
-        # A server client (no max_memory) plans no tiles by memory here.
-        "max_memory_mb": memory_budget_summary(rescaler)
-        if rescaler is not None and hasattr(rescaler, "max_memory")
-        else None,
+        "max_memory_mb": memory_budget_summary(rescaler),
         "files": len(items),
         "failed": sum(1 for i in items if i.error),
         "skipped": sum(1 for i in items if i.skipped),
