@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +83,10 @@ class ExportOptions:
     #: Keep the coupling's sigmoid/exp/scale/divide in FP32 inside FP16 graphs
     #: (chosen by measurement, see the export notes in CHANGELOG/README).
     coupling_fp32: bool = True
+    #: Measure each direction's peak memory slope on ort-cpu (fresh child processes, a
+    #: few seconds to a minute) for the runtime's CPU tile planner (manifest
+    #: ``peak_bytes_per_hr_px``); off, the runtime assumes IRN x4's.
+    measure_memory: bool = False
 
     def validate(self) -> None:
         if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
@@ -231,6 +237,31 @@ def build_graph(
         examples.append(torch.zeros(1, zc, 2, 2))
     graph = trace_to_onnx(module, tuple(examples), inputs, [DynamicIO("hr", hr_axes)])
     return graph, tuple(infos), (hr_info,)
+
+
+def _measure_memory(
+    folder: Path, graphs: Sequence[GraphInfo], tile_multiple: int
+) -> dict[str, int] | None:
+    """Each direction's ``ort-cpu`` peak-RSS slope (bytes per HR px), measured on its FP32
+    graph (FP16 if only that was exported); None, with a warning, if it cannot be measured."""
+    from irn_trt.runtime.memory_probe import measure_peak_slope
+
+    peak = {}
+    for direction in ("down", "up"):
+        mine = sorted(
+            (g for g in graphs if g.direction == direction), key=lambda g: g.precision != "fp32"
+        )
+        graph = mine[0]
+        try:
+            peak[direction] = measure_peak_slope(folder / graph.file, graph.inputs, tile_multiple)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            print(
+                f"warning: peak memory of {graph.file} not measured ({exc}): the runtime "
+                "will plan CPU tiles with IRN x4's memory model",
+                file=sys.stderr,
+            )
+            return None
+    return peak
 
 
 def _versions() -> dict[str, str]:
@@ -387,6 +418,7 @@ def export_model(
         parity["halo_measured"] = {"down": halo.down, "up": halo.up}
         parity["coupling_fp32_island"] = options.coupling_fp32
         macs = {d: macs_per_lr_pixel(model, d) for d in ("down", "up")}
+        peak = _measure_memory(tmp, graph_infos, s * g) if options.measure_memory else None
         manifest = ModelManifest(
             model=model.config.name,
             scale=s,
@@ -405,6 +437,7 @@ def export_model(
             parity=parity,
             effective_halo=effective.to_dict() if effective is not None else None,
             macs_per_lr_pixel=macs,
+            peak_bytes_per_hr_px=peak,
             restore=tuple(restore_infos),
         )
         write_manifest(tmp, manifest)

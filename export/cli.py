@@ -173,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check parity (default on)",
     )
     p.add_argument(
+        "--measure-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure each graph's peak memory per pixel on ort-cpu for the runtime's CPU "
+        "tiles (default on; a few seconds to a minute)",
+    )
+    p.add_argument(
         "--verify-image",
         help="image file or folder for --verify (default: the first Set5 image of ../shared)",
     )
@@ -254,7 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = _resolve_model_name(args.scale, args.model)
     precisions = ("fp32", "fp16") if args.precision == "both" else (args.precision,)
     options = ExportOptions(
-        precisions=precisions, io=args.io, z_policy=args.z, temperature=args.temperature
+        precisions=precisions,
+        io=args.io,
+        z_policy=args.z,
+        temperature=args.temperature,
+        measure_memory=args.measure_memory,
     )
     options.validate()
     if args.plugins and getattr(get_config(name), "latent_code", None) is not None:
@@ -302,6 +313,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if manifest.effective_halo is not None:
             halo += f", effective {manifest.overlap_halo} LR px (default tile overlap)"
         print(f"wrote {out}/: {files}, manifest.json ({halo})")
+        if manifest.peak_bytes_per_hr_px is not None:
+            peak = manifest.peak_bytes_per_hr_px
+            print(
+                f"  peak memory on ort-cpu: {peak['down']} B (down) / {peak['up']} B (up) "
+                "per HR px (plans the CPU tiles)"
+            )
         for info in manifest.restore:
             qs = ", ".join(str(q) for q in info.qualities)
             eff = f", effective {info.overlap_halo}" if info.effective_halo else ""

@@ -501,6 +501,7 @@ class Rescaler:
             self.overlap_lr,
             self.max_memory,
             self.manifest.lr_grid,
+            (self.manifest.peak_bytes_per_hr_px or {}).get(direction),
         )
 
     def _tile_config(self, cls: type[Backend], direction: str, lr_h: int, lr_w: int) -> TileConfig:

@@ -15,7 +15,6 @@ import glob
 import json
 import math
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from .image_io import (
     read_image,
     write_image,
 )
-from .memory import parse_memory
+from .memory import parse_memory, peak_rss_bytes
 from .metrics import SSIM_MIN_SIDE, rgb_quality, y_quality
 from .model_store import DEFAULT_MODEL, MODELS_ENV
 from .options import add_engine_arguments, engine_options_from_args
@@ -53,8 +52,8 @@ MODES = ("auto", "down", "up", "roundtrip")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, in MiB (:func:`.memory.peak_rss_bytes`)."""
+    return peak_rss_bytes() / (1 << 20)
 
 
 def process_age_s() -> float | None:

@@ -24,6 +24,11 @@ Tiling fields (LR pixels):
 the exporter while running the graphs (``irn-bench`` turns them into GFLOP/s; without
 the field it counts them from an IRN ``architecture``).
 
+``peak_bytes_per_hr_px`` (optional, absent or null in older manifests): ``{"down": int,
+"up": int}``, how many bytes the peak RSS of a fresh ``ort-cpu`` process grows per HR
+pixel of the image it runs (measured by the exporter, :mod:`.memory_probe`); the CPU tile
+planner uses it instead of IRN x4's constants (:mod:`.memory`).
+
 ``lr_layout`` says what the LR carries (absent in older manifests: ``rgb``):
 ``rgb`` (plain IRN), ``rgb+alpha-code`` (IRN-A: a 4th, sigmoid-normalised
 channel that codes high frequencies; the graphs' LR has 4 channels),
@@ -214,6 +219,7 @@ class ModelManifest:
     effective_halo: dict[str, Any] | None = None  # see the module docstring
     lr_layout: str = "rgb"  # one of LR_LAYOUTS; see the module docstring
     macs_per_lr_pixel: dict[str, int] | None = None  # see the module docstring
+    peak_bytes_per_hr_px: dict[str, int] | None = None  # see the module docstring
     restore: tuple[RestoreInfo, ...] = ()  # compression restore modules, see the docstring
     format: str = MANIFEST_FORMAT
 
@@ -340,7 +346,10 @@ class ModelManifest:
             parity=dict(d.get("parity", {})),
             effective_halo=_effective_halo(d.get("effective_halo")),
             lr_layout=_lr_layout(d.get("lr_layout", "rgb")),
-            macs_per_lr_pixel=_macs(d.get("macs_per_lr_pixel")),
+            macs_per_lr_pixel=_per_direction(d.get("macs_per_lr_pixel"), "macs_per_lr_pixel"),
+            peak_bytes_per_hr_px=_per_direction(
+                d.get("peak_bytes_per_hr_px"), "peak_bytes_per_hr_px"
+            ),
             restore=tuple(RestoreInfo.from_dict(r) for r in d.get("restore", ())),
             format=d.get("format", MANIFEST_FORMAT),
         )
@@ -365,15 +374,16 @@ def _lr_layout(raw: Any) -> str:
     return str(raw)
 
 
-def _macs(raw: Any) -> dict[str, int] | None:
+def _per_direction(raw: Any, what: str) -> dict[str, int] | None:
+    """A ``{"down": int, "up": int}`` field (non-negative integers), or None."""
     if raw is None:
         return None
-    macs = dict(raw)
+    values = dict(raw)
     for key in ("down", "up"):
-        value = macs.get(key)
+        value = values.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"macs_per_lr_pixel.{key} must be a non-negative integer")
-    return {"down": macs["down"], "up": macs["up"]}
+            raise ValueError(f"{what}.{key} must be a non-negative integer")
+    return {"down": values["down"], "up": values["up"]}
 
 
 def _effective_halo(raw: Any) -> dict[str, Any] | None:

@@ -4,7 +4,10 @@ CPU backends take any input shape, so they need no fixed tile: ``irn-trt-run``
 runs whole images, or, when an image would not fit ``--max-memory``, the
 fewest and largest tiles that do (:func:`irn_trt.runtime.tiling.fit_tiles`).
 The budget becomes a tile size through a linear model of the process's peak
-RSS (:data:`PEAK_MODELS`), measured per backend and direction.
+RSS (:data:`PEAK_MODELS`), measured per backend and direction on IRN x4; a model
+directory whose manifest records its own slope (``peak_bytes_per_hr_px``, measured on
+``ort-cpu`` by the exporter, :mod:`.memory_probe`) is planned with that slope instead,
+scaled to the backend by the IRN x4 ratios.
 
 Default budget (:func:`default_max_memory`): a quarter of the machine's memory
 (physical RAM, or the cgroup limit when lower), at most 3 GiB, so a 4K photo's
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import os
 import re
+import resource
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from .tiling import fit_tiles
 __all__ = [
     "DEFAULT_MAX_MEMORY_CAP",
     "budget_tile",
+    "bytes_per_hr_px",
+    "MEASURED_SLOPE_MARGIN",
     "IMAGE_BYTES_PER_PX",
     "PEAK_MODELS",
     "PeakModel",
@@ -32,6 +39,7 @@ __all__ = [
     "machine_memory",
     "max_tile_pixels",
     "parse_memory",
+    "peak_rss_bytes",
     "tiles_by_budget",
 ]
 
@@ -72,6 +80,25 @@ PEAK_MODELS: dict[tuple[str, str], PeakModel] = {
 #: keeps RGB as 4 bytes/px, NumPy 3), the output array and the PNG encoder's copies.
 IMAGE_BYTES_PER_PX = 20
 
+#: Head-room on a model's own measured slope (the IRN x4 constants above were rounded up
+#: from their fits by 1.5-3 %).
+MEASURED_SLOPE_MARGIN = 1.05
+#: Floor of a measured slope: a tiny graph's growth can hide in the allocator's first
+#: chunk and measure 0, which must not mean "any tile fits". At least the FP32 input and
+#: output of an RGB pixel.
+MIN_MEASURED_SLOPE = 24
+
+
+def bytes_per_hr_px(backend: str, direction: str, measured: int | None = None) -> float:
+    """Peak RSS per HR pixel of a tile on ``backend``: IRN x4's (:data:`PEAK_MODELS`), or
+    the model's own ``ort-cpu`` slope ``measured`` scaled by IRN x4's ratio of this
+    backend to ``ort-cpu`` (OpenVINO's up graph keeps more alive) and a margin."""
+    model = PEAK_MODELS[(backend, direction)]
+    if measured is None:
+        return model.per_px
+    ratio = model.per_px / PEAK_MODELS[("ort-cpu", direction)].per_px
+    return max(measured, MIN_MEASURED_SLOPE) * ratio * MEASURED_SLOPE_MARGIN
+
 
 def tiles_by_budget(backend: str) -> bool:
     """Whether ``backend`` takes any input shape and has a peak model (the CPU backends).
@@ -80,6 +107,21 @@ def tiles_by_budget(backend: str) -> bool:
     the fixed default tile.
     """
     return (backend, "down") in PEAK_MODELS and (backend, "up") in PEAK_MODELS
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS (bytes) since its exec: ``VmHWM`` on Linux. (``ru_maxrss``
+    keeps the parent's peak across fork and exec, so a child of a 1 GB process reads
+    1 GB whatever it does.) Elsewhere ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def machine_memory() -> int:
@@ -114,16 +156,20 @@ def parse_memory(text: str) -> int:
     return value
 
 
-def max_tile_pixels(backend: str, direction: str, budget: int, image_hr_px: int) -> int:
+def max_tile_pixels(
+    backend: str, direction: str, budget: int, image_hr_px: int, measured: int | None = None
+) -> int:
     """The largest tile (HR px) whose modelled peak, with the image's buffers, fits ``budget``.
 
+    ``measured``: the model's own peak slope on ``ort-cpu`` (see :func:`bytes_per_hr_px`).
     Raises an :class:`IRNError` when not even the image's own buffers fit.
     """
     model = PEAK_MODELS[(backend, direction)]
+    per_px = bytes_per_hr_px(backend, direction, measured)
     room = budget - model.base - IMAGE_BYTES_PER_PX * image_hr_px
-    pixels = int(room / model.per_px)
+    pixels = int(room / per_px)
     if pixels < 256 * 256:
-        need = model.base + IMAGE_BYTES_PER_PX * image_hr_px + 256 * 256 * model.per_px
+        need = model.base + IMAGE_BYTES_PER_PX * image_hr_px + 256 * 256 * per_px
         raise IRNError(
             f"--max-memory {budget / MIB:.0f} MiB is too small for this image on {backend} "
             f"(needs at least {need / MIB:.0f} MiB)"
@@ -140,14 +186,16 @@ def budget_tile(
     overlap: int,
     budget: int,
     grid: int = 1,
+    measured: int | None = None,
 ) -> tuple[int, int] | None:
     """The CPU tile (h, w) in LR px for an ``lr_h`` x ``lr_w`` image, or None for the whole image.
 
     The largest tiles whose modelled peak RSS (with the image's own buffers)
     stays within ``budget`` bytes, arranged to compute the fewest pixels; with a
     side code (``grid`` LR px per value, ``overlap`` a multiple of it), in whole cells.
+    ``measured``: the model's own peak slope (:func:`bytes_per_hr_px`).
     """
     hr_px = lr_h * lr_w * scale * scale
-    max_lr_px = max_tile_pixels(backend, direction, budget, hr_px) // (scale * scale)
+    max_lr_px = max_tile_pixels(backend, direction, budget, hr_px, measured) // (scale * scale)
     cells = fit_tiles(-(-lr_h // grid), -(-lr_w // grid), overlap // grid, max_lr_px // grid**2)
     return None if cells is None else (cells[0] * grid, cells[1] * grid)

@@ -47,6 +47,9 @@ def test_export_writes_plugin_variants(tmp_path: Path, set5_dir: Path) -> None:
     argv += ["--z", "gaussian", "--plugins", "haar,pack,gaussian", "--plugin-seed", "7"]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     manifest = load_manifest(out)
+    # irn-export measures the graphs' memory slopes by default (tests/test_tile_policy.py).
+    assert manifest.peak_bytes_per_hr_px is not None
+    assert all(v > 100 for v in manifest.peak_bytes_per_hr_px.values())
     by_file = {g.file: g for g in manifest.graphs}
     assert set(by_file) == {
         "down.fp32.onnx", "up.fp32.onnx", "down.fp32.plugins.onnx", "up.fp32.plugins.onnx",

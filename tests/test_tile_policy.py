@@ -167,3 +167,82 @@ def test_cli_reports_the_memory_budget_that_planned_the_tiles(
     assert summaries["roomy"]["max_memory_mb"] == 8192 and summaries["roomy"]["tiles"] == 1
     assert summaries["tight"]["max_memory_mb"] == 420 and summaries["tight"]["tiles"] > 1
     assert summaries["tiled"]["max_memory_mb"] is None and summaries["tiled"]["tile"] == 64
+
+
+def test_a_models_measured_slope_plans_its_tiles(tmp_model_dir, tmp_path) -> None:
+    """A manifest's own peak slope replaces IRN x4's: a model that needs 4x the memory per
+    pixel gets tiles of a quarter the area (OpenVINO scaled by IRN x4's ratio)."""
+    from irn_trt.runtime.memory import MEASURED_SLOPE_MARGIN, bytes_per_hr_px
+
+    irn = PEAK_MODELS[("ort-cpu", "up")].per_px
+    assert bytes_per_hr_px("ort-cpu", "up") == irn
+    assert bytes_per_hr_px("ort-cpu", "up", 4000) == 4000 * MEASURED_SLOPE_MARGIN
+    ov_ratio = PEAK_MODELS[("ov-cpu", "up")].per_px / irn
+    assert bytes_per_hr_px("ov-cpu", "up", 4000) == pytest.approx(4000 * 1.05 * ov_ratio)
+    assert bytes_per_hr_px("ort-cpu", "up", 0) > 0  # a tiny graph's 0 is floored
+    hr_px = 612 * 1088 * 16
+    light = max_tile_pixels("ort-cpu", "down", 2 * GIB, hr_px)
+    heavy = max_tile_pixels("ort-cpu", "down", 2 * GIB, hr_px, measured=3800)
+    assert heavy == pytest.approx(light * 950 / (3800 * MEASURED_SLOPE_MARGIN), rel=1e-3)
+
+    raw = json.loads((tmp_model_dir.path / MANIFEST_FILE).read_text())
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in tmp_model_dir.path.iterdir():
+        (model / f.name).symlink_to(f)
+    (model / MANIFEST_FILE).unlink()
+    budget = 2 * GIB
+    tiles = {}
+    for slope in (None, 950, 3800):
+        raw["peak_bytes_per_hr_px"] = None if slope is None else {"down": slope, "up": slope}
+        (model / MANIFEST_FILE).write_text(json.dumps(raw))
+        assert load_manifest(model).peak_bytes_per_hr_px == raw["peak_bytes_per_hr_px"]
+        r = Rescaler.load(model, backend="ort-cpu", max_memory=budget, overlap=0)
+        tiles[slope] = r.count_tiles(2448, 4352)
+    assert tiles[None] <= tiles[950] < tiles[3800]
+    raw["peak_bytes_per_hr_px"] = {"down": 900}
+    (model / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(IRNError, match="peak_bytes_per_hr_px.up"):
+        load_manifest(model)
+
+
+def test_the_exporter_measures_each_directions_peak_slope(tmp_path) -> None:
+    """A real measurement (fresh ort-cpu processes at two sizes) of a tiny IRN_color and a
+    tiny IRN x4: both directions recorded; IRN_color, whose blocks all run at full
+    resolution, grows measurably per pixel (a tiny IRN x4 may hide in the allocator's
+    first chunk: a 0 is floored by the runtime)."""
+    from conftest import tiny_config
+    from irn_trt.export.api import ExportOptions, export_model
+    from irn_trt.train.models import build_model, randomize_weights
+
+    slopes = {}
+    for name in ("irn_x4", "irn_color"):
+        model = randomize_weights(build_model(tiny_config(name)), seed=1).eval()
+        options = ExportOptions(precisions=("fp32",), measure_memory=True)
+        manifest = export_model(model, tmp_path / name, options=options)
+        slopes[name] = manifest.peak_bytes_per_hr_px
+        assert load_manifest(tmp_path / name).peak_bytes_per_hr_px == slopes[name]
+        assert all(isinstance(v, int) and v >= 0 for v in slopes[name].values())
+    assert slopes["irn_color"]["down"] > max(100, slopes["irn_x4"]["down"])
+    assert slopes["irn_color"]["up"] > max(100, slopes["irn_x4"]["up"])
+
+
+def test_a_childs_peak_rss_is_its_own() -> None:
+    """ru_maxrss survives fork and exec (a child of a big process reads the parent's peak);
+    peak_rss_bytes, which irn-trt-run's JSON and the memory probe use, does not."""
+    import resource
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(400 << 20, dtype=np.uint8)  # 400 MiB resident in this process
+    code = (
+        "import resource; from irn_trt.runtime.memory import peak_rss_bytes; "
+        "print(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    own, inherited = (int(v) for v in out.stdout.split())
+    assert ballast.sum() == ballast.size
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 > 400 << 20
+    assert own < 300 << 20  # Linux 6.18 here: inherited read 400+ MiB
