@@ -61,12 +61,15 @@ from .tiling import (
 from .trt_plan import format_wxh, parse_wxh
 
 __all__ = [
+    "ALPHA_RESIZED_NOTE",
+    "NO_METADATA_NOTE",
     "PRECISIONS",
     "EngineOptions",
     "Selection",
     "Rescaler",
     "default_tile_lr",
     "select_backend",
+    "text_with_metadata",
 ]
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -760,7 +763,7 @@ class Rescaler:
                 notes.append(_ALPHA_KEPT_NOTE)
             else:
                 alpha = resize_alpha(src_alpha, (lw, lh))
-                notes.append(_ALPHA_NOTE)
+                notes.append(ALPHA_RESIZED_NOTE)
         # IRN-M's side code always goes to its private chunk; IRN-A's where asked.
         storage = self.alpha_code if code is not None else "none"
         storage = "chunk" if latent is not None else storage
@@ -772,7 +775,7 @@ class Rescaler:
             requested_scale=out_scale,
             code=storage,
         )
-        text = _text_with(img.text, meta)
+        text = text_with_metadata(img.text, meta)
         icc = img.icc_profile
         if kind == "gray" and icc is not None and icc[16:20] != b"GRAY":
             # A greyscale PNG may only carry a GRAY profile: keep the colour one for colorize.
@@ -824,7 +827,7 @@ class Rescaler:
             out_scale = meta.effective_scale
         elif isinstance(image, ImageData) and not coded:  # IRN-M says it in _latent_code
             notes.append(
-                _COLOUR_GUESS_NOTE if self.manifest.task == "decolorize" else _NO_METADATA_NOTE
+                _COLOUR_GUESS_NOTE if self.manifest.task == "decolorize" else NO_METADATA_NOTE
             )
         if self.manifest.lr_channels == 1:
             if img.kind != "gray":
@@ -858,8 +861,8 @@ class Rescaler:
             same = img.size == tuple(original_size)
             alpha = lr_alpha if same else resize_alpha(lr_alpha, original_size)
             if meta is None or not meta.alpha:
-                notes.append(_ALPHA_KEPT_NOTE if same else _ALPHA_NOTE)
-        text = _text_with(img.text, None)
+                notes.append(_ALPHA_KEPT_NOTE if same else ALPHA_RESIZED_NOTE)
+        text = text_with_metadata(img.text, None)
         icc = img.icc_profile
         if ICC_TEXT_KEY in img.text:  # the colour profile a decolorized LR kept aside
             with contextlib.suppress(ValueError):
@@ -892,7 +895,8 @@ def memory_budget_summary(rescaler: Rescaler | None) -> int | None:
     return round(rescaler.max_memory / (1 << 20))
 
 
-_ALPHA_NOTE = "alpha channel resized with a bicubic filter (IRN rescales RGB only)"
+#: Notes shared with the server client (runtime/client.py), which writes the same files.
+ALPHA_RESIZED_NOTE = "alpha channel resized with a bicubic filter (IRN rescales RGB only)"
 #: Where a grey LR keeps its input's colour ICC profile (base64): a greyscale PNG may
 #: only embed a GRAY profile, and colorize puts the colour one back.
 ICC_TEXT_KEY = KEY_PREFIX + "icc-profile"
@@ -912,13 +916,13 @@ _COLOUR_GUESS_NOTE = (
     "no irn-trt metadata: colorizing anyway, but the colours are a guess "
     "(only grey images made by irn-trt's decolorize restore their colours)"
 )
-_NO_METADATA_NOTE = (
+NO_METADATA_NOTE = (
     "no irn-trt metadata: upscaling anyway, but IRN is not super-resolution "
     "(only LRs made by irn-trt's down reconstruct well)"
 )
 
 
-def _text_with(text: dict[str, str], meta: LRMetadata | None) -> dict[str, str]:
+def text_with_metadata(text: dict[str, str], meta: LRMetadata | None) -> dict[str, str]:
     """The source's text chunks without irn-trt's own, plus ``meta``'s when given."""
     kept = {k: v for k, v in text.items() if not k.startswith(KEY_PREFIX)}
     return kept | (meta.to_text() if meta is not None else {})

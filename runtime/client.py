@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .api import _ALPHA_NOTE, _NO_METADATA_NOTE, Selection, _text_with
+from .api import ALPHA_RESIZED_NOTE, NO_METADATA_NOTE, Selection, text_with_metadata
 from .errors import IRNError
 from .image_io import ImageData, resize_alpha
 from .manifest import ModelManifest
@@ -377,9 +377,10 @@ class RemoteRescaler:
         if img.alpha is not None:
             src = pad_to_multiple(img.alpha[:, :, None], s, s)[:, :, 0]
             alpha = resize_alpha(src, (lw, lh))
-            notes.append(_ALPHA_NOTE)
+            notes.append(ALPHA_RESIZED_NOTE)
         meta = LRMetadata.for_model(self.manifest, img.size, img.kind, alpha is not None)
-        out = ImageData(lr, alpha, "rgb", img.icc_profile, _text_with(img.text, meta), notes)
+        text = text_with_metadata(img.text, meta)
+        out = ImageData(lr, alpha, "rgb", img.icc_profile, text, notes)
         if isinstance(image, ImageData):
             return out
         return replace(out, kind=img.kind).to_array()
@@ -406,7 +407,7 @@ class RemoteRescaler:
                 )
             kind, original_size = meta.kind, meta.original_size
         elif isinstance(image, ImageData):
-            notes.append(_NO_METADATA_NOTE)
+            notes.append(NO_METADATA_NOTE)
         w, h = img.size
         if original_size is None:
             original_size = (w * s, h * s)
@@ -420,13 +421,13 @@ class RemoteRescaler:
         if img.alpha is not None:
             alpha = resize_alpha(img.alpha, original_size)
             if meta is None or not meta.alpha:
-                notes.append(_ALPHA_NOTE)
+                notes.append(ALPHA_RESIZED_NOTE)
         out = ImageData(
             np.ascontiguousarray(hr),
             alpha,
             kind,
             img.icc_profile,
-            _text_with(img.text, None),
+            text_with_metadata(img.text, None),
             notes,
         )
         return out if isinstance(image, ImageData) else out.to_array()
