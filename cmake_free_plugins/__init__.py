@@ -66,20 +66,27 @@ def _triton_version() -> str:
 
 
 def fingerprint(
-    sources: Mapping[str, bytes] | None = None, triton_version: str | None = None
+    sources: Mapping[str, bytes] | None = None,
+    triton_version: str | None = None,
+    driver_version: int = 0,
 ) -> str:
     """SHA-256 of what a plugin engine embeds beyond its ONNX graph: the kernel sources,
-    the AOT glue (:data:`FINGERPRINT_SOURCES`) and the Triton version that compiled them.
+    the AOT glue (:data:`FINGERPRINT_SOURCES`), the Triton version that compiled them and
+    the CUDA driver version (``cudaDriverGetVersion``; 0: not known) that chose their PTX
+    ISA (:func:`.aot.choose_ptx_version`).
 
-    Part of the engine-cache key of graphs that use plugins, so an edited kernel or
-    another Triton rebuilds the engine instead of loading stale PTX. ``sources`` (file
-    name -> bytes) and ``triton_version`` default to this installation's.
+    Part of the engine-cache key of graphs that use plugins, so an edited kernel, another
+    Triton or another driver rebuilds the engine instead of loading stale PTX (after a
+    driver downgrade a cached engine's PTX may not load at all). ``sources`` (file name ->
+    bytes) and ``triton_version`` default to this installation's.
     """
     if sources is None:
         here = Path(__file__).resolve().parent
         sources = {name: (here / name).read_bytes() for name in FINGERPRINT_SOURCES}
     h = hashlib.sha256()
     h.update(f"triton={triton_version or _triton_version()}\n".encode())
+    if driver_version:  # absent from keys made before the driver was part of them
+        h.update(f"driver={driver_version}\n".encode())
     for name in sorted(sources):
         data = sources[name]
         h.update(f"{name}:{len(data)}\n".encode())

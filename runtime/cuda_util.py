@@ -32,6 +32,9 @@ class GpuInfo:
     name: str
     compute_capability: str  # "major.minor"
     total_memory: int  # bytes
+    #: cudaDriverGetVersion (1000 * major + 10 * minor; 0 unknown): plugin kernels are
+    #: compiled to the newest PTX this driver loads, so it belongs in their engines' keys.
+    driver_version: int = 0
 
 
 def _import_cudart() -> Any | None:
@@ -159,12 +162,17 @@ class CudaRuntime:
                 "cudaGetDeviceProperties",
             )
             name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+            err, driver = self._cudart.cudaDriverGetVersion()
             return GpuInfo(
-                name.rstrip("\x00"), f"{prop.major}.{prop.minor}", int(prop.totalGlobalMem)
+                name.rstrip("\x00"),
+                f"{prop.major}.{prop.minor}",
+                int(prop.totalGlobalMem),
+                int(driver) if int(err) == 0 else 0,
             )
         dev = self._drv.Device(self.device)
         major, minor = dev.compute_capability()
-        return GpuInfo(dev.name(), f"{major}.{minor}", int(dev.total_memory()))
+        driver = int(self._drv.get_driver_version())  # pycuda: cuDriverGetVersion
+        return GpuInfo(dev.name(), f"{major}.{minor}", int(dev.total_memory()), driver)
 
     def malloc(self, nbytes: int) -> int:
         nbytes = max(int(nbytes), 1)

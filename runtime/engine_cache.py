@@ -100,7 +100,8 @@ class EngineKey:
     opt_level: int
     hardware_compat: str = "none"
     # irn_trt.plugins.fingerprint() for graphs with TensorRT plugins (kernel sources, AOT
-    # glue, Triton version: baked into the engine); empty for native graphs.
+    # glue, Triton version and the driver that picks the PTX version: baked into the
+    # engine); empty for native graphs.
     plugin_fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,13 +118,14 @@ class EngineKey:
         return f"{_slug(self.model)}-{self.direction}-{self.precision}-{self.digest()[:16]}"
 
 
-def plugin_fingerprint_for(plugins: Sequence[str]) -> str:
-    """The ``EngineKey.plugin_fingerprint`` of a graph using ``plugins`` ("" if native)."""
+def plugin_fingerprint_for(plugins: Sequence[str], driver_version: int = 0) -> str:
+    """The ``EngineKey.plugin_fingerprint`` of a graph using ``plugins`` ("" if native) on a
+    machine whose CUDA driver reports ``driver_version`` (the kernels' PTX ISA follows it)."""
     if not any(plugins):
         return ""
     from irn_trt.plugins import fingerprint
 
-    return fingerprint()
+    return fingerprint(driver_version=driver_version)
 
 
 class CorruptCacheEntryError(IRNError):

@@ -90,9 +90,18 @@ def test_engine_key_of_a_plugin_graph_carries_the_fingerprint(tmp_path: Path) ->
     native = m.graph("down", "fp16")
     plugged = replace(native, plugins=("irn::haar_down", "irn::pack_rgb8"))
     prof = profile_for_graph(native, m, (64, 64), 1)
-    gpu = GpuInfo("NVIDIA H100 80GB HBM3", "9.0", 80 << 30)
+    gpu = GpuInfo("NVIDIA H100 80GB HBM3", "9.0", 80 << 30, driver_version=12090)
     k_native = engine_key(m, native, native.sha256, "10.13.3", gpu, prof, TrtBuildOptions())
     k_plugged = engine_key(m, plugged, native.sha256, "10.13.3", gpu, prof, TrtBuildOptions())
     assert k_native.plugin_fingerprint == ""
-    assert k_plugged.plugin_fingerprint == fingerprint()
+    assert k_plugged.plugin_fingerprint == fingerprint(driver_version=12090)
     assert k_plugged.digest() != k_native.digest()
+    # Another driver picks another PTX ISA for the kernels: another engine; a native
+    # graph's key does not depend on the driver.
+    older = replace(gpu, driver_version=12060)
+    assert engine_key(m, plugged, native.sha256, "10.13.3", older, prof, TrtBuildOptions()) != (
+        k_plugged
+    )
+    assert engine_key(m, native, native.sha256, "10.13.3", older, prof, TrtBuildOptions()) == (
+        k_native
+    )

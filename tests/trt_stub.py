@@ -66,6 +66,9 @@ class StubCudart:
     def cudaGetErrorName(self, err: int) -> tuple[StubErr, bytes]:  # noqa: N802
         return StubErr(0), _ERR_NAMES.get(int(err), b"cudaErrorUnknown")
 
+    def cudaDriverGetVersion(self) -> tuple[StubErr, int]:  # noqa: N802
+        return StubErr(0), 12090
+
     def cudaGetDeviceCount(self) -> tuple[StubErr, int]:  # noqa: N802
         return StubErr(0), 1
 

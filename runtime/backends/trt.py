@@ -134,7 +134,7 @@ def engine_key(
         profile=profile_key(profiles),
         workspace_bytes=build.workspace_bytes,
         opt_level=build.opt_level,
-        plugin_fingerprint=plugin_fingerprint_for(graph.plugins),
+        plugin_fingerprint=plugin_fingerprint_for(graph.plugins, gpu.driver_version),
     )
 
 
