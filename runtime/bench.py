@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -422,6 +422,8 @@ def _measure(r: Rescaler, args: dict) -> dict:
         t, _ = time_median(lambda: up(lr), args["repeat"])
         res["up_s"], res["up_mp_per_s"] = round(t, 6), round(mp / t, 4)
         res["up_cpu_s"] = round((time.process_time() - c0) / args["repeat"], 6)
+        if not raw:
+            res.update(_time_restore_and_up(r, lr, mp, t, args["repeat"]))
     if raw:
         res["tiles_per_image"] = 1
     else:
@@ -439,6 +441,23 @@ def _measure(r: Rescaler, args: dict) -> dict:
         res["peak_error"] = msg
     if args["quality"]:
         res["quality_y_psnr"] = round(_quality_runtime(r, args["quality"]), 4)
+    return res
+
+
+def _time_restore_and_up(r: Rescaler, lr: Any, mp: float, up_s: float, repeat: int) -> dict:
+    """For each JPEG quality with a compression restore graph: ``up`` of the LR after a
+    JPEG round trip at that quality, restore step included (``up_restore_q<Q>_s``) and its
+    cost over ``up`` alone (``restore_overhead_vs_up_q<Q>`` = time / up time - 1)."""
+    from .codecs import jpeg_roundtrip
+
+    res: dict[str, Any] = {}
+    for q in r.manifest.restore_qualities():
+        decoded = replace(lr, rgb=jpeg_roundtrip(lr.rgb, q)[0])
+        r.upscale(decoded, lr_jpeg_quality=q)  # warm-up: loads the restore graph
+        t, _ = time_median(lambda d=decoded, q=q: r.upscale(d, lr_jpeg_quality=q), repeat)
+        res[f"up_restore_q{q}_s"] = round(t, 6)
+        res[f"up_restore_q{q}_mp_per_s"] = round(mp / t, 4)
+        res[f"restore_overhead_vs_up_q{q}"] = round(t / up_s - 1.0, 4)
     return res
 
 

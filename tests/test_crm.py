@@ -306,6 +306,28 @@ def crm_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelMan
     return out, manifest
 
 
+def test_bench_times_restore_and_up_against_up_alone(crm_export, tmp_path: Path) -> None:
+    """irn-bench rows of a model directory with restore graphs: up of a JPEG-decoded LR
+    through each quality's CRM, beside up alone (issue 15's benchmark rows)."""
+    from irn_trt.runtime.bench import main as bench_main
+
+    out, _ = crm_export
+    report_file = tmp_path / "bench.json"
+    code = bench_main(
+        ["--model-dir", str(out), "--configs", "ort-cpu:fp32", "--quick", "--size", "96x64",
+         "--threads", "1", "--json", str(report_file), "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    (row,) = json.loads(report_file.read_text())["results"]
+    assert "error" not in row, row
+    for q in (50, 75, 90):
+        with_crm = row[f"up_restore_q{q}_s"]
+        assert with_crm > 0 and row[f"up_restore_q{q}_mp_per_s"] > 0
+        assert row[f"restore_overhead_vs_up_q{q}"] == pytest.approx(
+            with_crm / row["up_s"] - 1, abs=1e-3
+        )
+
+
 def test_export_writes_restore_graphs_with_parity_and_halo(crm_export) -> None:
     out, manifest = crm_export
     assert load_manifest(out) == manifest
