@@ -101,15 +101,21 @@ def test_rescaler_policy_per_backend(tmp_model_dir) -> None:
         Rescaler.load(tmp_model_dir.path, backend="ort-cpu", overlap="some")
 
 
+def editable_copy(model_dir, dest):
+    """``dest``: the graphs of ``model_dir`` linked, its manifest (returned as a dict) to be
+    written by the test."""
+    raw = json.loads((model_dir / MANIFEST_FILE).read_text())
+    dest.mkdir()
+    for f in model_dir.iterdir():
+        if f.name != MANIFEST_FILE:
+            (dest / f.name).symlink_to(f)
+    return raw, dest
+
+
 def test_effective_halo_is_the_default_overlap_and_old_manifests_load(
     tmp_model_dir, tmp_path
 ) -> None:
-    raw = json.loads((tmp_model_dir.path / MANIFEST_FILE).read_text())
-    model = tmp_path / "model"
-    model.mkdir()
-    for f in tmp_model_dir.path.iterdir():
-        (model / f.name).symlink_to(f)
-    (model / MANIFEST_FILE).unlink()
+    raw, model = editable_copy(tmp_model_dir.path, tmp_path / "model")
     raw.pop("effective_halo", None)  # a manifest written before the field existed
     (model / MANIFEST_FILE).write_text(json.dumps(raw))
     assert load_manifest(model).overlap_halo == raw["halo"]
@@ -185,12 +191,7 @@ def test_a_models_measured_slope_plans_its_tiles(tmp_model_dir, tmp_path) -> Non
     heavy = max_tile_pixels("ort-cpu", "down", 2 * GIB, hr_px, measured=3800)
     assert heavy == pytest.approx(light * 950 / (3800 * MEASURED_SLOPE_MARGIN), rel=1e-3)
 
-    raw = json.loads((tmp_model_dir.path / MANIFEST_FILE).read_text())
-    model = tmp_path / "model"
-    model.mkdir()
-    for f in tmp_model_dir.path.iterdir():
-        (model / f.name).symlink_to(f)
-    (model / MANIFEST_FILE).unlink()
+    raw, model = editable_copy(tmp_model_dir.path, tmp_path / "model")
     budget = 2 * GIB
     tiles = {}
     for slope in (None, 950, 3800):
