@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -85,7 +84,8 @@ class ExportOptions:
     coupling_fp32: bool = True
     #: Measure each direction's peak memory slope on ort-cpu (fresh child processes, a
     #: few seconds to a minute) for the runtime's CPU tile planner (manifest
-    #: ``peak_bytes_per_hr_px``); off, the runtime assumes IRN x4's.
+    #: ``peak_bytes_per_hr_px``); off, the runtime assumes IRN x4's. Off by default in
+    #: the API (tests and tools export often); ``irn-export`` turns it on.
     measure_memory: bool = False
 
     def validate(self) -> None:
@@ -240,7 +240,7 @@ def build_graph(
 
 
 def _measure_memory(
-    folder: Path, graphs: Sequence[GraphInfo], tile_multiple: int
+    folder: Path, graphs: Sequence[GraphInfo], scale: int, tile_multiple: int
 ) -> dict[str, int] | None:
     """Each direction's ``ort-cpu`` peak-RSS slope (bytes per HR px), measured on its FP32
     graph (FP16 if only that was exported); None, with a warning, if it cannot be measured."""
@@ -253,8 +253,8 @@ def _measure_memory(
         )
         graph = mine[0]
         try:
-            peak[direction] = measure_peak_slope(folder / graph.file, graph.inputs, tile_multiple)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            peak[direction] = measure_peak_slope(folder / graph.file, graph, scale, tile_multiple)
+        except RuntimeError as exc:
             print(
                 f"warning: peak memory of {graph.file} not measured ({exc}): the runtime "
                 "will plan CPU tiles with IRN x4's memory model",
@@ -418,7 +418,7 @@ def export_model(
         parity["halo_measured"] = {"down": halo.down, "up": halo.up}
         parity["coupling_fp32_island"] = options.coupling_fp32
         macs = {d: macs_per_lr_pixel(model, d) for d in ("down", "up")}
-        peak = _measure_memory(tmp, graph_infos, s * g) if options.measure_memory else None
+        peak = _measure_memory(tmp, graph_infos, s, s * g) if options.measure_memory else None
         manifest = ModelManifest(
             model=model.config.name,
             scale=s,

@@ -452,9 +452,13 @@ def _time_restore_and_up(r: Rescaler, lr: Any, mp: float, up_s: float, repeat: i
 
     res: dict[str, Any] = {}
     for q in r.manifest.restore_qualities():
-        decoded = replace(lr, rgb=jpeg_roundtrip(lr.rgb, q)[0])
-        r.upscale(decoded, lr_jpeg_quality=q)  # warm-up: loads the restore graph
-        t, _ = time_median(lambda d=decoded, q=q: r.upscale(d, lr_jpeg_quality=q), repeat)
+        try:  # a quality that cannot run is reported beside the row's other timings
+            decoded = replace(lr, rgb=jpeg_roundtrip(lr.rgb, q)[0])
+            r.upscale(decoded, lr_jpeg_quality=q)  # warm-up: loads the restore graph
+            t, _ = time_median(lambda d=decoded, q=q: r.upscale(d, lr_jpeg_quality=q), repeat)
+        except IRNError as exc:
+            res[f"up_restore_q{q}_error"] = str(exc)
+            continue
         res[f"up_restore_q{q}_s"] = round(t, 6)
         res[f"up_restore_q{q}_mp_per_s"] = round(mp / t, 4)
         res[f"restore_overhead_vs_up_q{q}"] = round(t / up_s - 1.0, 4)

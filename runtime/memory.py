@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +64,9 @@ class PeakModel:
 #: (residuals <= 10 MiB, ov-cpu up 47 MiB). Fitted slopes: ort-cpu down 937 B/px, up
 #: 593; ov-cpu down 942, up 807; per_px below rounds them up. Intercepts were 132-275
 #: MiB; ``base`` is 320 MiB: a loaded direction peaks at 220 MiB, and a round trip holds
-#: the other direction's compiled graph (~100 MiB) as well. Activations of the dense
-#: blocks at HR/2 and HR/4 dominate, so the constants serve the other IRN models too.
+#: the other direction's compiled graph (~100 MiB) as well. Other models differ (IRN_color
+#: about 3.5 kB/px, IRN_E about 0.3): their manifests carry their own measured slope
+#: (:func:`bytes_per_hr_px`); these constants serve manifests without one.
 #: Re-measure a point with ``irn-trt-run crop.png --mode down --no-tile --backend
 #: ov-cpu --threads 1 --json -`` (``peak_rss_mb``) on crops of a few sizes.
 PEAK_MODELS: dict[tuple[str, str], PeakModel] = {
@@ -120,6 +120,8 @@ def peak_rss_bytes() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    import resource  # Unix only: imported here, so the runtime imports on any OS
+
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 

@@ -521,30 +521,14 @@ def _overlap(text: str | None) -> int | str | None:
         raise IRNError(f"--overlap {text!r} must be 'exact' or a number of HR pixels") from None
 
 
-def check_servable(model_dir: Path) -> None:
-    """Refuse, in one line, a model whose LR is more than one RGB image: the served tensors
-    are ``[batch, h, w, 3]`` RGB both ways (IRN_color's grey image, IRN-A's alpha code
-    and IRN-M's side code have no place in them yet)."""
-    from .manifest import load_manifest
-
-    manifest = load_manifest(model_dir)
-    what = {
-        "grey": "its LR is a 1-channel grey image",
-        "rgb+alpha-code": "its LR carries a 4th channel (the alpha code)",
-        "rgb+latent": "its LR travels with a side code (a second tensor)",
-    }.get(manifest.lr_layout)
-    if what is not None:
-        raise IRNError(
-            f"{model_dir}: {manifest.model} cannot be served yet: {what}, and irn-serve "
-            "exchanges RGB images only; run it locally with irn-trt-run"
-        )
-
-
 @cli_entry(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for model_dir in args.model_dirs:
-        check_servable(model_dir)
+    from .manifest import load_manifest
+    from .serve_repository import check_rgb_layout
+
+    for model_dir in args.model_dirs:  # before PyTriton or any graph loads
+        check_rgb_layout(load_manifest(model_dir), model_dir)
 
     def info(msg: str) -> None:
         if not args.quiet:

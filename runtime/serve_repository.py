@@ -80,11 +80,26 @@ def _tensor(name: str, dims: list[int]) -> dict[str, Any]:
     return {"name": name, "data_type": _Enum("TYPE_UINT8"), "dims": dims}
 
 
+def check_rgb_layout(manifest: ModelManifest, model_dir: Path) -> None:
+    """Refuse, in one line, a model whose LR is more than one RGB image: irn-serve's tensors
+    are ``[batch, h, w, 3]`` RGB both ways (IRN_color's grey image, IRN-A's alpha code
+    and IRN-M's side code have no place in them yet)."""
+    if manifest.lr_layout != "rgb":
+        what = {
+            "grey": "its LR is a 1-channel grey image",
+            "rgb+alpha-code": "its LR carries a 4th channel (the alpha code)",
+            "rgb+latent": "its LR travels with a side code (a second tensor)",
+        }.get(manifest.lr_layout, f"its LR layout is {manifest.lr_layout}")
+        raise IRNError(
+            f"{model_dir}: {manifest.model} cannot be served yet: {what}, and irn-serve "
+            "exchanges RGB images only; run it locally with irn-trt-run"
+        )
+
+
 def _check_manifest(manifest: ModelManifest, model_dir: Path) -> None:
     if manifest.io != "uint8":
         raise IRNError(f"{model_dir}: the repository needs uint8 graphs (irn-export --io uint8)")
-    if manifest.lr_layout != "rgb":
-        raise IRNError(f"{model_dir}: {manifest.model}'s '{manifest.lr_layout}' LR is not served")
+    check_rgb_layout(manifest, model_dir)
     if manifest.z_policy == "input":
         raise IRNError(f"{model_dir}: graphs with a z input are not served (export with --z zero)")
 

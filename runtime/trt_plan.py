@@ -41,6 +41,7 @@ __all__ = [
     "parse_tile",
     "format_wxh",
     "graph_tile_hw",
+    "tensor_shape_at",
     "profile_for_graph",
     "profile_for_hr_tile",
     "profile_key",
@@ -192,7 +193,7 @@ def _spatial_axes(info: TensorInfo) -> tuple[int, int, int]:
     return layout.index("N"), layout.index("H"), layout.index("W")
 
 
-def _shape_at(info: TensorInfo, batch: int, hw: tuple[int, int]) -> tuple[int, ...]:
+def tensor_shape_at(info: TensorInfo, batch: int, hw: tuple[int, int]) -> tuple[int, ...]:
     """``info``'s shape for a batch and an image tile ``hw``; a side code (``lr_grid``)
     takes ``hw`` in LR px and covers it with ceil(hw / lr_grid) values."""
     if info.lr_grid is not None:
@@ -236,9 +237,9 @@ def profile_for_graph(
     return tuple(
         ProfileShapes(
             name=info.name,
-            min=_shape_at(info, 1, smallest),
-            opt=_shape_at(info, max_batch, tile_hw),
-            max=_shape_at(info, max_batch, tile_hw),
+            min=tensor_shape_at(info, 1, smallest),
+            opt=tensor_shape_at(info, max_batch, tile_hw),
+            max=tensor_shape_at(info, max_batch, tile_hw),
         )
         for info in graph.inputs
     )
@@ -283,7 +284,7 @@ def output_shape(graph: GraphInfo, scale: int, input_shape: Sequence[int]) -> tu
         hw = (h, w)
     else:
         hw = (h * scale, w * scale)
-    return _shape_at(out_info, n, hw)
+    return tensor_shape_at(out_info, n, hw)
 
 
 def plan_bindings(
@@ -302,7 +303,9 @@ def plan_bindings(
     lr_hw = (h // scale, w // scale) if graph.direction == "down" else (h, w)
     plan += [
         # A side code output (down's, IRN-M) covers the LR: ceil(LR / lr_grid) values.
-        Binding(t.name, t.dtype, _shape_at(t, n, lr_hw) if t.lr_grid is not None else out, False)
+        Binding(
+            t.name, t.dtype, tensor_shape_at(t, n, lr_hw) if t.lr_grid is not None else out, False
+        )
         for t in graph.outputs
     ]
     return tuple(plan)
