@@ -524,11 +524,6 @@ def _overlap(text: str | None) -> int | str | None:
 @cli_entry(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .manifest import load_manifest
-    from .serve_repository import check_rgb_layout
-
-    for model_dir in args.model_dirs:  # before PyTriton or any graph loads
-        check_rgb_layout(load_manifest(model_dir), model_dir)
 
     def info(msg: str) -> None:
         if not args.quiet:
@@ -568,6 +563,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_timeout=args.exit_timeout,
         log_verbose=1 if args.verbose else 0,
     )
+    from .manifest import load_manifest
+    from .serve_repository import check_rgb_layout
+
+    for model_dir in args.model_dirs:  # a model it cannot serve: before PyTriton loads
+        try:
+            manifest = load_manifest(model_dir)
+        except IRNError:
+            continue  # a bad directory is reported where the models load, after the flags
+        check_rgb_layout(manifest, model_dir)
     _pytriton()  # the extra is missing: say so before loading any model
     for flag in ("http_port", "grpc_port", "metrics_port"):
         if getattr(config, flag):
