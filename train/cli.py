@@ -14,6 +14,7 @@ from irn_trt.runtime.errors import IRNError, cli_entry
 # Torch-free imports only at module level: --help and argument errors stay fast.
 from .configs import list_models
 from .recipe import (
+    CONV_DTYPES,
     PRESETS,
     RANDOM_VGG,
     STAGES,
@@ -34,8 +35,10 @@ _FIELDS = (
     "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
     "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr", "lambda_code", "lambda_logdet",
-    "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache",
+    "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache", "conv_dtype",
 )  # fmt: skip
+# What a resume may change: the length of the run and the arithmetic of its conv stacks.
+_RESUME_CHANGEABLE = ("iterations", "conv_dtype")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  irn-train --preset cpu --model irn_x4 --run-dir runs/irn_x4\n"
         "  irn-train --run-dir runs/irn_x4 --resume          # continue where it stopped\n"
+        "  irn-train --run-dir runs/irn_x4 --resume --conv-dtype bfloat16   # AMX CPUs: faster\n"
         "  irn-train --preset cpu --model irn_x2 --iterations 2000 --data my_photos/\n"
         "  irn-train --stage plus --init-from runs/irn_x4/best --vgg-weights vgg19.pth \\\n"
         "            --run-dir runs/irn_x4_plus             # IRN+ (GAN + VGG19 loss)\n"
@@ -167,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stage plus: local torchvision VGG19 state dict (.pth or .safetensors); "
         f"'{RANDOM_VGG}' = random network, for tests only, never for real training",
     )
+    p.add_argument(
+        "--conv-dtype",
+        choices=CONV_DTYPES,
+        help="arithmetic of the ordinary conv stacks (dense blocks, FGRN's encoder/decoder) in "
+        "training: float32 (default) or bfloat16, about 2.3x faster per step on a CPU with AMX "
+        "(IRN x3, 1 thread) and refused on a CPU without native BF16; the invertible parts, "
+        "validation and exports stay FP32. May change on --resume (saved)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -192,11 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not config_path.is_file():
             raise IRNError(f"nothing to resume: {config_path} does not exist")
         cfg = TrainConfig.from_json(config_path.read_text())
-        changed = [k for k, v in given.items() if k != "iterations" and getattr(cfg, k) != v]
+        changed = [
+            k for k, v in given.items() if k not in _RESUME_CHANGEABLE and getattr(cfg, k) != v
+        ]
         if changed:
-            raise IRNError(f"cannot change {', '.join(changed)} when resuming (only --iterations)")
-        if "iterations" in given:
-            cfg = replace(cfg, iterations=given["iterations"])
+            raise IRNError(
+                f"cannot change {', '.join(changed)} when resuming "
+                "(only --iterations and --conv-dtype)"
+            )
+        cfg = replace(cfg, **{k: given[k] for k in _RESUME_CHANGEABLE if k in given})
     else:
         if config_path.exists():
             raise IRNError(f"{run_dir} already holds a run; use --resume or another --run-dir")
@@ -224,7 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 0
-        print(f"resuming {cfg.model} at step {trainer.step} of {cfg.iterations}", file=sys.stderr)
+        print(
+            f"resuming {cfg.model} at step {trainer.step} of {cfg.iterations} "
+            f"(conv arithmetic: {cfg.conv_dtype})",
+            file=sys.stderr,
+        )
     trainer.run(max_steps=args.max_steps)
     return 0
 

@@ -12,6 +12,8 @@ from irn_trt.runtime.metrics import LUMA_WEIGHTS
 from torch import nn
 
 __all__ = [
+    "ConvCompute",
+    "set_conv_compute_dtype",
     "HaarDownsampling",
     "LearnedDownsampling3",
     "DenseBlock",
@@ -164,7 +166,41 @@ class YCbCrSplit(nn.Module):
         return torch.einsum("kc,bchw->bkhw", self.matrix_inverse.to(y.dtype), y)
 
 
-class DenseBlock(nn.Module):
+class ConvCompute(nn.Module):
+    """A stack of ordinary (non-invertible) convolutions whose arithmetic may run in a
+    lower precision during training: ``compute_dtype`` (set by
+    :func:`set_conv_compute_dtype`, never saved) autocasts :meth:`convolve` and the result
+    comes back in the input's dtype.
+
+    Only these stacks are reduced: the Haar transform, the coupling's affine update
+    and every other exactly invertible part stay in the input's dtype, so forward and
+    inverse still cancel to far below one 8-bit level (about 1e-4 at most: the inverse
+    rounds its slightly different conv inputs to BF16 again); a BF16 coupling would
+    lose 8 bits of every value per block.
+    """
+
+    compute_dtype: torch.dtype | None = None
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compute_dtype is None or self.compute_dtype == x.dtype:
+            return self.convolve(x)
+        # The input is cast once, so the dense concatenations stay in the low dtype.
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            out = self.convolve(x.to(self.compute_dtype))
+        return out.to(x.dtype)
+
+
+def set_conv_compute_dtype(model: nn.Module, dtype: torch.dtype | None) -> None:
+    """Run every :class:`ConvCompute` stack of ``model`` in ``dtype`` (None: as the input)."""
+    for module in model.modules():
+        if isinstance(module, ConvCompute):
+            module.compute_dtype = dtype
+
+
+class DenseBlock(ConvCompute):
     """Five 3x3 convs with dense connections (growth ``growth`` channels), the IRN subnet."""
 
     def __init__(self, in_channels: int, out_channels: int, growth: int = 32) -> None:
@@ -185,7 +221,7 @@ class DenseBlock(nn.Module):
         nn.init.zeros_(self.convs[4].weight)
         nn.init.zeros_(self.convs[4].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
         for conv in self.convs[:4]:
             features.append(self.act(conv(torch.cat(features, dim=1))))
@@ -446,7 +482,7 @@ class PixelShuffleUpsampler(nn.Module):
         return x
 
 
-class FGRNEncoder(nn.Module):
+class FGRNEncoder(ConvCompute):
     """G_d: squeeze, a 3x3 conv to ``features``, ``blocks`` residual blocks (with EDSR's
     global skip), a 3x3 conv to ``out_channels``: the (unquantised) representation."""
 
@@ -460,12 +496,12 @@ class FGRNEncoder(nn.Module):
         self.body = nn.Sequential(*(ResBlock(features) for _ in range(blocks)))
         self.tail = nn.Conv2d(features, out_channels, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(self.squeeze(x))
         return self.tail(h + self.body(h))
 
 
-class FGRNDecoder(nn.Module):
+class FGRNDecoder(ConvCompute):
     """G_u: a 3x3 conv to ``features``, ``blocks`` residual blocks (global skip), the
     pixel-shuffle upsampler, a 3x3 conv to ``out_channels``."""
 
@@ -479,7 +515,7 @@ class FGRNDecoder(nn.Module):
         self.upsample = PixelShuffleUpsampler(scale, features)
         self.tail = nn.Conv2d(features, out_channels, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
         return self.tail(self.upsample(h + self.body(h)))
 

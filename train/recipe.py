@@ -15,6 +15,7 @@ from irn_trt.runtime.errors import IRNError
 from .configs import get_config
 
 __all__ = [
+    "CONV_DTYPES",
     "FAMILY_PRESETS",
     "LR_VALID_PSNR_DB",
     "PRESETS",
@@ -29,6 +30,8 @@ __all__ = [
     "parse_qualities",
 ]
 
+# ``--conv-dtype`` choices (TrainConfig.conv_dtype).
+CONV_DTYPES = ("float32", "bfloat16")
 # ``--vgg-weights random``: a random feature network, for tests of the mechanics only.
 RANDOM_VGG = "random"
 TRAIN_STATE_FILE = "train_state.pt"
@@ -87,6 +90,10 @@ class TrainConfig:
     crm_irn: str | None = None
     # Stage "crm": where the frozen rescaler's LRs are cached (None: RUN_DIR/lr_cache).
     lr_cache: str | None = None
+    # Arithmetic of the ordinary conv stacks (IRN's dense blocks, FGRN's encoder/decoder)
+    # in training; "bfloat16" needs a CPU with native BF16 (AVX-512 BF16 or AMX). The
+    # invertible parts, validation and every export stay in FP32.
+    conv_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

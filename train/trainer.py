@@ -44,7 +44,9 @@ from .models import (
     luma,
     quantize,
 )
+from .modules import set_conv_compute_dtype
 from .recipe import (
+    CONV_DTYPES,
     LR_VALID_PSNR_DB,
     PRESETS,
     STAGES,
@@ -212,6 +214,27 @@ def code_losses(model: InvertibleRescaler, hr: torch.Tensor, cfg: TrainConfig) -
     return LossTerms(l_code, {"recon": zero, "guide": zero, "distr": zero, "code": l_code.item()})
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes BF16 natively (AVX-512 BF16 or AMX), as oneDNN sees it."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def conv_compute_dtype(name: str) -> torch.dtype | None:
+    """The dtype of ``TrainConfig.conv_dtype`` for :func:`set_conv_compute_dtype` (None for
+    FP32); BF16 only where the CPU computes it natively, in one line otherwise."""
+    if name == "float32":
+        return None
+    if name != "bfloat16":
+        raise IRNError(f"unknown conv dtype {name!r}; known: {', '.join(CONV_DTYPES)}")
+    if not native_bf16():
+        # Emulated BF16 would be slower than FP32: refuse rather than crawl.
+        raise IRNError(
+            "--conv-dtype bfloat16 needs a CPU with native BF16 (AVX-512 BF16 or AMX), which "
+            "this one lacks; run (or resume) with --conv-dtype float32"
+        )
+    return torch.bfloat16
+
+
 def _initial_model(name: str, init_from: str) -> InvertibleRescaler:
     """The model a run starts from: ``init_from`` itself, or ``name`` built from it.
 
@@ -251,6 +274,8 @@ class Trainer:
             raise IRNError(f"--stage plus fine-tunes an IRN (IRN+); {cfg.model} has no such stage")
         check_compression_settings(cfg, self.model)
         self.crm: CRMStage | None = CRMStage(cfg, progress) if cfg.stage == "crm" else None
+        self.conv_dtype = conv_compute_dtype(cfg.conv_dtype)
+        set_conv_compute_dtype(self.model, self.conv_dtype)
         self.model.to(memory_format=TRAIN_MEMORY_FORMAT)
         self.model.train()
         trained = self.model.parameters()
@@ -411,6 +436,16 @@ class Trainer:
         """(score for best/, LR score, extra log columns). Stage jpeg scores the mean Y-PSNR
         over its JPEG qualities (no CRM) and logs the clean LR's; stage crm, see
         :meth:`CRMStage.validate`."""
+        # Scored as deployed: FP32 throughout, whatever the training arithmetic.
+        set_conv_compute_dtype(self.model, None)
+        try:
+            return self._validate_fp32(images)
+        finally:
+            set_conv_compute_dtype(self.model, self.conv_dtype)
+
+    def _validate_fp32(
+        self, images: Sequence[tuple[str, np.ndarray]]
+    ) -> tuple[float, float, dict[str, float]]:
         if self.crm is not None:
             assert isinstance(self.model, CompressionRestorer)
             return self.crm.validate(self.model, images)
