@@ -243,3 +243,18 @@ def test_arrays_and_colour_profiles_survive_the_round_trip(
         assert "icc_profile" not in Image.open(lr_path).info
         restored = write_image(tmp_path / "x_color.png", r.upscale(read_image(lr_path)))
         assert Image.open(restored).info.get("icc_profile") == srgb
+
+
+def test_cpu_preset_is_sized_for_colour() -> None:
+    """IRN_color's full-resolution blocks cost 3.2x IRN x4 per 64 px step: its CPU preset
+    trains 48 px crops for 8,000 steps; other presets and models are unchanged."""
+    from irn_trt.train.recipe import PRESETS, TrainConfig, apply_preset
+
+    colour = apply_preset(TrainConfig(model="irn_color"), "cpu")
+    assert (colour.crop, colour.iterations) == (48, 8_000)
+    assert colour.milestones == (4_000, 6_000, 7_300)
+    assert all(m < colour.iterations for m in colour.milestones)
+    assert apply_preset(TrainConfig(model="irn_color"), "paper").crop == PRESETS["paper"]["crop"]
+    irn = apply_preset(TrainConfig(model="irn_x4"), "cpu")
+    assert (irn.crop, irn.iterations) == (64, 12_000)
+    CropSampler([np.zeros((60, 60, 3), np.uint8)], colour.crop, scale=1, seed=0)

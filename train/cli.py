@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(PRESETS),
         default="cpu",
         help="recipe (default: cpu; "
-        "fgrn_* models get the seed's lr 3e-4 and larger crops, see FAMILY_PRESETS)",
+        "fgrn_* models get the seed's lr 3e-4 and larger crops, irn_color 48 px crops and "
+        "8,000 steps; see FAMILY_PRESETS)",
     )
     p.add_argument("--model", choices=list_models(), help="registry entry (default: irn_x4)")
     p.add_argument(
