@@ -97,6 +97,37 @@ def test_resume_is_bit_identical(tmp_path: Path, images: list[np.ndarray]) -> No
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")
 
 
+def test_resume_after_a_crash_keeps_one_log_row_per_step(
+    tmp_path: Path, images: list[np.ndarray]
+) -> None:
+    """A run killed between checkpoints logged steps its last/ does not hold: the resume
+    drops those rows and logs the recomputed steps once (bit-identical to the lost ones)."""
+    import shutil
+
+    cfg = tiny_config(crop=16)
+    run = tmp_path / "run"
+    Trainer(cfg, run, progress=False).run(images, max_steps=2)
+    shutil.copytree(run / "last", tmp_path / "saved_at_2")
+    lost = Trainer(cfg, run, progress=False)
+    lost.resume()
+    lost.run(images, max_steps=2)
+    before_crash = read_log(run)
+    assert [r["step"] for r in before_crash] == ["1", "2", "3", "4"]
+    # The crash: last/ is still the state of step 2, the log went on to step 4.
+    shutil.rmtree(run / "last")
+    shutil.copytree(tmp_path / "saved_at_2", run / "last")
+
+    messages: list[str] = []
+    again = Trainer(cfg, run, progress=False, log=messages.append)
+    again.resume()
+    assert [r["step"] for r in read_log(run)] == ["1", "2"]
+    assert messages == ["log.csv: dropped 2 rows after step 2 (not saved)"]
+    again.run(images, max_steps=2)
+    after = read_log(run)
+    assert [r["step"] for r in after] == ["1", "2", "3", "4"]
+    assert [r["loss"] for r in after] == [r["loss"] for r in before_crash]
+
+
 def test_checkpoint_round_trips(tmp_path: Path, images: list[np.ndarray]) -> None:
     cfg = tiny_config(crop=16)
     trainer = Trainer(cfg, tmp_path / "run", progress=False)

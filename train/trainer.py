@@ -80,6 +80,7 @@ __all__ = [
 # NHWC: oneDNN's CPU convolutions (forward and backward) run about 1.2x faster in it for
 # IRN's small dense-block convs (measured: IRN x4, batch 8 of 64x64 crops, 1 thread).
 TRAIN_MEMORY_FORMAT = torch.channels_last
+LOG_FILE = "log.csv"
 
 
 @dataclass
@@ -376,6 +377,25 @@ class Trainer:
             self.plus.load_state_dict(state["plus"])
         # Only once the state has loaded, so a failed resume leaves the run as it was.
         self.save_config()
+        self._drop_log_rows_after(self.step)
+
+    def _drop_log_rows_after(self, step: int) -> None:
+        """Forget the log rows of steps after ``step``: a run killed without saving (OOM,
+        power loss, SIGKILL) logged steps that the resume computes again, and the learning
+        curve must have one row per step."""
+        path = self.run_dir / LOG_FILE
+        if not path.is_file():
+            return
+        with path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        if len(rows) < 2:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+        if len(kept) == len(rows):
+            return
+        self.log(f"log.csv: dropped {len(rows) - len(kept)} rows after step {step} (not saved)")
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
 
     def save_config(self) -> None:
         """Make the run's ``train_config.json`` say what it trains with (a resume may change
@@ -403,7 +423,7 @@ class Trainer:
         self.log(f"signal {signum}: saving at the end of this step")
 
     def _append_log(self, row: dict[str, Any]) -> None:
-        path = self.run_dir / "log.csv"
+        path = self.run_dir / LOG_FILE
         header = [
             "step",
             "lr",
