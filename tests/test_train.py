@@ -128,6 +128,24 @@ def test_resume_after_a_crash_keeps_one_log_row_per_step(
     assert [r["loss"] for r in after] == [r["loss"] for r in before_crash]
 
 
+def test_a_half_saved_last_is_refused_in_one_line(
+    tmp_path: Path, images: list[np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed while saving last/: the training state of step 4 is written, the weights'
+    config.json (written last) is still step 2's. Resuming would pair them: refused."""
+    cfg = tiny_config(crop=16)
+    run = tmp_path / "run"
+    Trainer(cfg, run, progress=False).run(images, max_steps=2)
+    config_at_2 = (run / "last" / "config.json").read_text()
+    more = Trainer(cfg, run, progress=False)
+    more.resume()
+    more.run(images, max_steps=2)
+    (run / "last" / "config.json").write_text(config_at_2)
+    rc = main(["--run-dir", str(run), "--resume", "--max-steps", "1", "--quiet"])
+    _one_line_error(capsys, rc, "the weights are of step 2 but the training state of step 4")
+    assert len(read_log(run)) == 4
+
+
 def test_checkpoint_round_trips(tmp_path: Path, images: list[np.ndarray]) -> None:
     cfg = tiny_config(crop=16)
     trainer = Trainer(cfg, tmp_path / "run", progress=False)

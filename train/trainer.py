@@ -25,7 +25,7 @@ from irn_trt.runtime.atomic import atomic_path, write_text_atomic
 from irn_trt.runtime.errors import IRNError
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from .data import CropSampler, load_folders
 from .evaluate import (
     evaluate_compressed,
@@ -340,14 +340,16 @@ class Trainer:
 
     def save(self, which: str = "last") -> Path:
         directory = self.run_dir / which
+        if which == "last":
+            # The state first and config.json (with the step) last: a kill in between
+            # leaves steps that differ, which resume() detects.
+            with atomic_path(directory / TRAIN_STATE_FILE) as tmp:
+                torch.save(self.state_dict(), tmp)
         save_checkpoint(
             self.model,
             directory,
             meta={"step": self.step, "train_config": json.loads(self.cfg.to_json())},
         )
-        if which == "last":
-            with atomic_path(directory / TRAIN_STATE_FILE) as tmp:
-                torch.save(self.state_dict(), tmp)
         return directory
 
     def resume(self) -> None:
@@ -364,6 +366,15 @@ class Trainer:
             raise IRNError(
                 f"{state_file}: unreadable training state ({type(exc).__name__})"
             ) from None
+        # last/ is three files, each written atomically: a kill between them would pair
+        # the weights of one step with the optimizer state of another.
+        weights_step = read_checkpoint_config(directory).get("meta", {}).get("step")
+        if weights_step is not None and int(weights_step) != int(state["step"]):
+            raise IRNError(
+                f"{directory}: the weights are of step {weights_step} but the training state of "
+                f"step {state['step']} (the run was stopped while saving); resume from a copy "
+                "of an earlier last/ or start the run again"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
