@@ -29,6 +29,7 @@ from irn_trt.train.modules import (
     HaarDownsampling,
     LearnedDownsampling3,
     YCbCrSplit,
+    set_conv_compute_dtype,
 )
 from torch import nn
 
@@ -110,6 +111,8 @@ def frozen_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     net = copy.deepcopy(model).eval()
     for p in net.parameters():
         p.requires_grad_(False)
+    # A model straight from training may carry its reduced conv arithmetic: graphs never do.
+    set_conv_compute_dtype(net, None)
     return net.to(dtype)
 
 

@@ -128,11 +128,68 @@ def test_resume_after_a_crash_keeps_one_log_row_per_step(
     assert [r["loss"] for r in after] == [r["loss"] for r in before_crash]
 
 
+def test_log_trimming_keeps_what_it_cannot_read(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(crop=16), tmp_path / "run", progress=False, log=lambda _: None)
+    log = tmp_path / "run" / "log.csv"
+    log.parent.mkdir()
+    odd = "step,lr,loss\n1,0.1,5\n\n2,0.1,4\n²,x,y\n,0.1,3\n3,0.1,2\n"
+    log.write_text(odd)
+    trainer._drop_log_rows_after(3)
+    assert log.read_text() == odd  # nothing after step 3
+    trainer._drop_log_rows_after(2)
+    assert log.read_text().splitlines() == [
+        "step,lr,loss",
+        "1,0.1,5",
+        "",
+        "2,0.1,4",
+        "²,x,y",
+        ",0.1,3",
+    ]
+    foreign = "when,what\n5,x\n"
+    log.write_text(foreign)
+    trainer._drop_log_rows_after(1)
+    assert log.read_text() == foreign
+
+
+def test_a_kill_between_the_renames_of_a_save_resumes_from_the_complete_set(
+    tmp_path: Path, images: list[np.ndarray]
+) -> None:
+    """save() writes last.new/ and swaps it in with two renames; whatever moment a kill
+    hits, one complete set remains and resume takes the newest."""
+    import shutil
+
+    cfg = tiny_config(crop=16)
+    run = tmp_path / "run"
+    Trainer(cfg, run, progress=False).run(images, max_steps=2)
+    shutil.copytree(run / "last", tmp_path / "at_2")
+    more = Trainer(cfg, run, progress=False)
+    more.resume()
+    more.run(images, max_steps=2)
+    assert not (run / "last.new").exists() and not (run / "last.old").exists()
+
+    # Killed after last/ -> last.old/, before last.new/ -> last/.
+    (run / "last").rename(run / "last.new")
+    shutil.copytree(tmp_path / "at_2", run / "last.old")
+    messages: list[str] = []
+    t = Trainer(cfg, run, progress=False, log=messages.append)
+    t.resume()
+    assert t.step == 4 and "resuming from last.new/ (step 4)" in messages[0]
+
+    # Killed while last.new/ was written (no config.json yet): last/ is taken as it is.
+    shutil.rmtree(run / "last.old")
+    shutil.copytree(tmp_path / "at_2", run / "last")
+    (run / "last.new" / "config.json").unlink()
+    t = Trainer(cfg, run, progress=False, log=messages.append)
+    t.resume()
+    assert t.step == 2
+
+
 def test_a_half_saved_last_is_refused_in_one_line(
     tmp_path: Path, images: list[np.ndarray], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Killed while saving last/: the training state of step 4 is written, the weights'
-    config.json (written last) is still step 2's. Resuming would pair them: refused."""
+    """A last/ written in place by an older irn-train and killed while saving: the
+    training state of step 4 is written, config.json is still step 2's. Resuming would
+    pair them: refused."""
     cfg = tiny_config(crop=16)
     run = tmp_path / "run"
     Trainer(cfg, run, progress=False).run(images, max_steps=2)

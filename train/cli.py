@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="arithmetic of the ordinary conv stacks (dense blocks, FGRN's encoder/decoder) in "
         "training: float32 (default) or bfloat16, about 2.3x faster per step on a CPU with AMX "
         "(IRN x3, 1 thread) and refused on a CPU without native BF16; the invertible parts, "
-        "validation and exports stay FP32. May change on --resume (saved)",
+        "validation and exports stay FP32 (stage code: the frozen IRN's z comes from BF16 "
+        "dense blocks too). May change on --resume (saved)",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

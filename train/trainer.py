@@ -12,6 +12,8 @@ import csv
 import json
 import math
 import os
+import platform
+import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -81,6 +83,7 @@ __all__ = [
 # IRN's small dense-block convs (measured: IRN x4, batch 8 of 64x64 crops, 1 thread).
 TRAIN_MEMORY_FORMAT = torch.channels_last
 LOG_FILE = "log.csv"
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 
 
 @dataclass
@@ -216,8 +219,17 @@ def code_losses(model: InvertibleRescaler, hr: torch.Tensor, cfg: TrainConfig) -
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes BF16 natively (AVX-512 BF16 or AMX), as oneDNN sees it."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether this CPU has BF16 arithmetic instructions (x86: AVX-512 BF16 or AMX).
+
+    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also accepts
+    plain AVX-512, where BF16 convolutions are emulated (slower than FP32); it serves
+    only where torch has no x86 flag reader.
+    """
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if amx is None or avx512_bf16 is None or platform.machine().lower() not in X86_MACHINES:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(amx() or avx512_bf16())
 
 
 def conv_compute_dtype(name: str) -> torch.dtype | None:
@@ -339,56 +351,97 @@ class Trainer:
         return state
 
     def save(self, which: str = "last") -> Path:
+        """Write ``RUN_DIR/<which>``: ``last`` with the training state, ``best`` without."""
         directory = self.run_dir / which
-        if which == "last":
-            # The state first and config.json (with the step) last: a kill in between
-            # leaves steps that differ, which resume() detects.
-            with atomic_path(directory / TRAIN_STATE_FILE) as tmp:
-                torch.save(self.state_dict(), tmp)
-        save_checkpoint(
-            self.model,
-            directory,
-            meta={"step": self.step, "train_config": json.loads(self.cfg.to_json())},
-        )
+        meta: dict[str, Any] = {"step": self.step, "train_config": json.loads(self.cfg.to_json())}
+        if which != "last":
+            meta["val_psnr"] = self.best_psnr
+            save_checkpoint(self.model, directory, meta=meta)
+            return directory
+        # last/ is three files: they are written into last.new/, which then replaces last/
+        # by two renames, so a kill at any moment leaves one complete set (see resume()).
+        staging, previous = self._staging_dirs()
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        torch.save(self.state_dict(), staging / TRAIN_STATE_FILE)
+        save_checkpoint(self.model, staging, meta=meta)
+        shutil.rmtree(previous, ignore_errors=True)
+        if directory.exists():
+            os.replace(directory, previous)
+        os.replace(staging, directory)
+        shutil.rmtree(previous, ignore_errors=True)
         return directory
 
+    def _staging_dirs(self) -> tuple[Path, Path]:
+        """(``last.new``, ``last.old``): the next last/ while written, the one it replaces."""
+        return self.run_dir / "last.new", self.run_dir / "last.old"
+
+    def _saved_state(self) -> tuple[Path, dict[str, Any]]:
+        """The newest complete last/ set and its training state: last/, else (a kill between
+        the renames of :meth:`save`) last.new/, else last.old/; one line if none is whole."""
+        last = self.run_dir / "last"
+        problems: list[str] = []
+        for directory in (last, *self._staging_dirs()):
+            state_file = directory / TRAIN_STATE_FILE
+            if not state_file.is_file():
+                continue
+            try:
+                state = torch.load(state_file, map_location="cpu", weights_only=True)
+                weights_step = read_checkpoint_config(directory).get("meta", {}).get("step")
+            except IRNError as exc:
+                problems.append(str(exc))
+                continue
+            except Exception as exc:
+                problems.append(f"{state_file}: unreadable training state ({type(exc).__name__})")
+                continue
+            # Runs saved before last.new/ existed wrote the three files in place: a kill
+            # between them paired the weights of one step with the state of another.
+            if weights_step is not None and int(weights_step) != int(state["step"]):
+                problems.append(
+                    f"{directory}: the weights are of step {weights_step} but the training "
+                    f"state of step {state['step']} (stopped while saving)"
+                )
+                continue
+            if directory != last:
+                self.log(
+                    f"{last} is missing or incomplete (the run was stopped while saving): "
+                    f"resuming from {directory.name}/ (step {state['step']})"
+                )
+            return directory, state
+        if not problems:
+            raise IRNError(f"nothing to resume: {last / TRAIN_STATE_FILE} does not exist")
+        raise IRNError(f"cannot resume: {'; '.join(problems)}")
+
     def resume(self) -> None:
-        directory = self.run_dir / "last"
-        state_file = directory / TRAIN_STATE_FILE
-        if not state_file.is_file():
-            raise IRNError(f"nothing to resume: {state_file} does not exist")
+        directory, state = self._saved_state()
         model, _ = load_checkpoint(directory)
         self.model.load_state_dict(model.state_dict())
         self.model.train()
-        try:
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise IRNError(
-                f"{state_file}: unreadable training state ({type(exc).__name__})"
-            ) from None
-        # last/ is three files, each written atomically: a kill between them would pair
-        # the weights of one step with the optimizer state of another.
-        weights_step = read_checkpoint_config(directory).get("meta", {}).get("step")
-        if weights_step is not None and int(weights_step) != int(state["step"]):
-            raise IRNError(
-                f"{directory}: the weights are of step {weights_step} but the training state of "
-                f"step {state['step']} (the run was stopped while saving); resume from a copy "
-                "of an earlier last/ or start the run again"
-            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
-        self.best_psnr = float(state["best_psnr"])
+        self.best_psnr = max(float(state["best_psnr"]), self._best_saved_psnr())
         self._pending_sampler_state = state["sampler"]
         if self.plus is not None:
             if "plus" not in state:
-                raise IRNError(f"{state_file}: no stage-2 (discriminator) state to resume")
+                raise IRNError(
+                    f"{directory / TRAIN_STATE_FILE}: no stage-2 (discriminator) state to resume"
+                )
             self.plus.load_state_dict(state["plus"])
         # Only once the state has loaded, so a failed resume leaves the run as it was.
         self.save_config()
         self._drop_log_rows_after(self.step)
+
+    def _best_saved_psnr(self) -> float:
+        """The score best/ was saved with: a kill between a save of best/ and the next of
+        last/ leaves last/'s state with a lower best score than best/ holds."""
+        try:
+            meta = read_checkpoint_config(self.run_dir / "best").get("meta", {})
+            return float(meta.get("val_psnr", -math.inf))
+        except (IRNError, TypeError, ValueError):
+            return -math.inf
 
     def _drop_log_rows_after(self, step: int) -> None:
         """Forget the log rows of steps after ``step``: a run killed without saving (OOM,
@@ -399,12 +452,21 @@ class Trainer:
             return
         with path.open(newline="") as fh:
             rows = list(csv.reader(fh))
-        if len(rows) < 2:
+        if len(rows) < 2 or not rows[0] or rows[0][0] != "step":
+            return  # not a log this trainer wrote: leave it alone
+
+        def after(row: list[str]) -> bool:
+            cell = row[0].strip() if row else ""
+            return cell.isascii() and cell.isdecimal() and int(cell) > step
+
+        kept = [row for row in rows if not after(row)]
+        dropped = len(rows) - len(kept)
+        if not dropped:
             return
-        kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
-        if len(kept) == len(rows):
-            return
-        self.log(f"log.csv: dropped {len(rows) - len(kept)} rows after step {step} (not saved)")
+        self.log(
+            f"log.csv: dropped {dropped} row{'s' if dropped > 1 else ''} after step {step} "
+            "(not saved)"
+        )
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)
 
