@@ -179,9 +179,10 @@ def test_losses_train_the_flow_module_alone_on_the_guidance() -> None:
     guide = torch.from_numpy(
         np.stack([imresize(to_uint8(h[None]), 0.5) for h in hr]).transpose(0, 3, 1, 2)
     ).float() / 255.0  # fmt: skip
-    cfg = fgrn_train_config(lambda_recon=0.0)
+    cfg = fgrn_train_config(lambda_recon=0.0, lambda_range=0.0)
     losses = fgrn_losses(model, hr, guide, cfg)
-    assert set(losses.terms) == {"recon", "guide", "distr"} and losses.terms["recon"] == 0.0
+    assert set(losses.terms) == {"recon", "guide", "distr", "range"}
+    assert losses.terms["recon"] == 0.0 and losses.terms["range"] == 0.0
     losses.total.backward()
     for name, p in model.named_parameters():
         touched = p.grad is not None and bool(p.grad.abs().sum() > 0)
@@ -194,6 +195,32 @@ def test_losses_train_the_flow_module_alone_on_the_guidance() -> None:
     model.zero_grad()
     full = model_losses(model, hr, guide, fgrn_train_config())
     assert full.terms["recon"] > 0 and full.output is not None
+
+
+def test_range_term_pulls_the_representation_back_into_range() -> None:
+    """The straight-through quantiser passes gradients through its clamp, so nothing in
+    the seed's losses stops G_d's output from drifting out of [0, 1] (a run diverged by
+    step ~60): the range term is zero inside and pulls outside values back."""
+    model = tiny_random(tiny(2)).train()
+    hr = torch.rand(2, 3, 16, 16)
+    guide = torch.nn.functional.avg_pool2d(hr, 2)
+    only_range = fgrn_train_config(lambda_recon=0.0, lambda_guide=0.0, lambda_logdet=0.0)
+    with torch.no_grad():
+        model.encoder.tail.weight.zero_()
+        model.encoder.tail.bias.fill_(0.5)  # G_d(x) = 0.5 everywhere: inside the range
+    assert fgrn_losses(model, hr, guide, only_range).terms["range"] == 0.0
+    with torch.no_grad():
+        model.encoder.tail.bias.fill_(2.0)  # 1.0 above the range everywhere
+    losses = fgrn_losses(model, hr, guide, only_range)
+    # 10 x (excess 1.0)^2 over 3 x 8 x 8 LR values per image, averaged over the batch.
+    assert losses.terms["range"] == pytest.approx(10.0 * 3 * 8 * 8)
+    losses.total.backward()
+    # Gradient descent lowers the tail's bias, back towards the quantiser's range; the
+    # decoder learns nothing from it.
+    assert bool((model.encoder.tail.bias.grad > 0).all())
+    assert model.decoder.tail.weight.grad is None or not model.decoder.tail.weight.grad.any()
+    no_range = fgrn_train_config(lambda_recon=0.0, lambda_guide=0.0, lambda_range=0.0)
+    assert fgrn_losses(model, hr, guide, no_range).terms["range"] == 0.0
 
 
 def test_family_preset_and_refusals(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ _FIELDS = (
     "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
     "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr", "lambda_code", "lambda_logdet",
+    "lambda_range",
     "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache", "conv_dtype",
 )  # fmt: skip
 # What a resume may change: the length of the run and the arithmetic of its conv stacks.
@@ -118,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="FGRN: gamma, the weight of the flow module's log-determinant in its guidance "
         "loss (default: 1e-3, seed 002)",
+    )
+    p.add_argument(
+        "--lambda-range",
+        type=float,
+        help="FGRN: weight of the squared excess of the encoder's output beyond [0, 1] "
+        "(default: 10; not in seed 002: without it the straight-through quantiser let the "
+        "representation drift out of range and training diverged; 0 = the seed's losses)",
     )
     p.add_argument(
         "--stage",

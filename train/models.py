@@ -213,12 +213,16 @@ class FlowGuidedRescaler(nn.Module):
                 f"crop or pad it to a multiple of {self.scale} first"
             )
 
-    def represent(self, x: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
-        """The quantised representation x_rep = Q(G_d(x)) (STE gradient when training)."""
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """G_d(x), the representation before the quantiser."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
         self.check_size(x.shape[2], x.shape[3])
-        return quantize(self.encoder(x), straight_through)
+        return self.encoder(x)
+
+    def represent(self, x: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
+        """The quantised representation x_rep = Q(G_d(x)) (STE gradient when training)."""
+        return quantize(self.encode(x), straight_through)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.fgm(self.represent(x))

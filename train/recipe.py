@@ -63,6 +63,11 @@ class TrainConfig:
     lambda_code: float = 1.0
     # FGRN (seed 002, eq. 9): gamma, the weight of the flow cells' log-determinant.
     lambda_logdet: float = 1e-3
+    # FGRN: weight of the squared excess of the encoder's output beyond [0, 1] (not in the
+    # seed). The quantiser's straight-through gradient ignores its clamp, so with nothing
+    # else anchoring the representation it drifted out of range and the run diverged by
+    # step ~60 (FP32 and BF16 alike); 0 restores the seed's losses exactly.
+    lambda_range: float = 10.0
     seed: int = 0
     checkpoint_every: int = 250
     val_every: int = 500

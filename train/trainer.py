@@ -160,6 +160,9 @@ def fgrn_losses(
     ``guide`` (eq. 9): L1 between F(x_rep) and the bicubic LR, with x_rep detached
     so that only the flow module F learns from it; ``distr`` is eq. 9's
     -gamma * sum of the cells' log|det J| (gamma = ``cfg.lambda_logdet``, 1e-3).
+    ``range`` (not in the seed): ``cfg.lambda_range`` x the squared excess of G_d(HR)
+    beyond [0, 1]; the straight-through gradient ignores the quantiser's clamp, and
+    without it the representation drifted out of range until the run diverged.
     Sums over C, H, W averaged over the batch, as for IRN. ``generator`` is unused
     (no latent to sample); it keeps :func:`irn_losses`' signature.
     """
@@ -167,14 +170,22 @@ def fgrn_losses(
     lam_guide = (
         cfg.lambda_guide if cfg.lambda_guide is not None else model.config.default_lambda_guide
     )
-    rep = model.represent(hr, straight_through=True)
+    raw = model.encode(hr)
+    rep = quantize(raw, straight_through=True)
     rec = model.decoder(rep)
     l_recon = cfg.lambda_recon * torch.sum(torch.abs(hr - rec)) / b
+    # Zero while the representation is in range: pulls back what the clamp cuts off.
+    l_range = cfg.lambda_range * torch.sum((raw - raw.clamp(0.0, 1.0)) ** 2) / b
     lr, logdet = model.fgm.forward_with_logdet(rep.detach())
     l_guide = lam_guide * torch.sum(torch.abs(lr - lr_guide)) / b
     l_logdet = -cfg.lambda_logdet * torch.sum(logdet) / b
-    total = l_recon + l_guide + l_logdet
-    terms = {"recon": l_recon.item(), "guide": l_guide.item(), "distr": l_logdet.item()}
+    total = l_recon + l_guide + l_logdet + l_range
+    terms = {
+        "recon": l_recon.item(),
+        "guide": l_guide.item(),
+        "distr": l_logdet.item(),
+        "range": l_range.item(),
+    }
     return LossTerms(total, terms, rec)
 
 
@@ -512,6 +523,8 @@ class Trainer:
             header += PLUS_LOG_COLUMNS
         if self.model.latent_code is not None:
             header.append("code")
+        if isinstance(self.model, FlowGuidedRescaler):
+            header.append("range")
         if self.cfg.stage == "jpeg":
             header.append("val_clean_psnr")
         if self.crm is not None:
