@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,20 +98,25 @@ def test_resume_is_bit_identical(tmp_path: Path, images: list[np.ndarray]) -> No
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")
 
 
+def two_saved_then_two_more(
+    cfg: TrainConfig, run: Path, images: list[np.ndarray], aside: Path
+) -> None:
+    """Train 2 steps (last/ saved), copy that last/ to ``aside``, resume, train 2 more."""
+    Trainer(cfg, run, progress=False).run(images, max_steps=2)
+    shutil.copytree(run / "last", aside)
+    more = Trainer(cfg, run, progress=False)
+    more.resume()
+    more.run(images, max_steps=2)
+
+
 def test_resume_after_a_crash_keeps_one_log_row_per_step(
     tmp_path: Path, images: list[np.ndarray]
 ) -> None:
     """A run killed between checkpoints logged steps its last/ does not hold: the resume
     drops those rows and logs the recomputed steps once (bit-identical to the lost ones)."""
-    import shutil
-
     cfg = tiny_config(crop=16)
     run = tmp_path / "run"
-    Trainer(cfg, run, progress=False).run(images, max_steps=2)
-    shutil.copytree(run / "last", tmp_path / "saved_at_2")
-    lost = Trainer(cfg, run, progress=False)
-    lost.resume()
-    lost.run(images, max_steps=2)
+    two_saved_then_two_more(cfg, run, images, aside=tmp_path / "saved_at_2")
     before_crash = read_log(run)
     assert [r["step"] for r in before_crash] == ["1", "2", "3", "4"]
     # The crash: last/ is still the state of step 2, the log went on to step 4.
@@ -156,15 +162,9 @@ def test_a_kill_between_the_renames_of_a_save_resumes_from_the_complete_set(
 ) -> None:
     """save() writes last.new/ and swaps it in with two renames; whatever moment a kill
     hits, one complete set remains and resume takes the newest."""
-    import shutil
-
     cfg = tiny_config(crop=16)
     run = tmp_path / "run"
-    Trainer(cfg, run, progress=False).run(images, max_steps=2)
-    shutil.copytree(run / "last", tmp_path / "at_2")
-    more = Trainer(cfg, run, progress=False)
-    more.resume()
-    more.run(images, max_steps=2)
+    two_saved_then_two_more(cfg, run, images, aside=tmp_path / "at_2")
     assert not (run / "last.new").exists() and not (run / "last.old").exists()
 
     # Killed after last/ -> last.old/, before last.new/ -> last/.
@@ -190,14 +190,9 @@ def test_a_half_saved_last_is_refused_in_one_line(
     """A last/ written in place by an older irn-train and killed while saving: the
     training state of step 4 is written, config.json is still step 2's. Resuming would
     pair them: refused."""
-    cfg = tiny_config(crop=16)
     run = tmp_path / "run"
-    Trainer(cfg, run, progress=False).run(images, max_steps=2)
-    config_at_2 = (run / "last" / "config.json").read_text()
-    more = Trainer(cfg, run, progress=False)
-    more.resume()
-    more.run(images, max_steps=2)
-    (run / "last" / "config.json").write_text(config_at_2)
+    two_saved_then_two_more(tiny_config(crop=16), run, images, aside=tmp_path / "at_2")
+    shutil.copy(tmp_path / "at_2" / "config.json", run / "last" / "config.json")
     rc = main(["--run-dir", str(run), "--resume", "--max-steps", "1", "--quiet"])
     _one_line_error(capsys, rc, "the weights are of step 2 but the training state of step 4")
     assert len(read_log(run)) == 4
