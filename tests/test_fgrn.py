@@ -197,6 +197,26 @@ def test_losses_train_the_flow_module_alone_on_the_guidance() -> None:
     assert full.terms["recon"] > 0 and full.output is not None
 
 
+def test_reconstruction_loss_runs_through_the_deployed_path() -> None:
+    """The training reconstruction is what down then up compute (F, the 8-bit LR, F's
+    inverse, the quantised representation, the decoder), and it trains all three parts
+    (the seed's eq. 7 bypassed F, and the deployed result fell 6 dB below the bypass)."""
+    model = tiny_random(tiny(2))
+    hr = torch.rand(2, 3, 16, 16)
+    guide = torch.nn.functional.avg_pool2d(hr, 2)
+    only_recon = fgrn_train_config(lambda_guide=0.0, lambda_logdet=0.0, lambda_range=0.0)
+    losses = fgrn_losses(model, hr, guide, only_recon)
+    with torch.no_grad():
+        deployed = model.inverse(quantize(model(hr)[0]))
+    assert torch.equal(losses.output.detach(), deployed)
+    assert losses.terms["recon"] == pytest.approx(
+        torch.sum(torch.abs(hr - deployed)).item() / 2, rel=1e-5
+    )
+    losses.total.backward()
+    for part in (model.encoder, model.fgm, model.decoder):
+        assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in part.parameters())
+
+
 def test_range_term_pulls_the_representation_back_into_range() -> None:
     """The straight-through quantiser passes gradients through its clamp, so nothing in
     the seed's losses stops G_d's output from drifting out of [0, 1] (a run diverged by
@@ -225,7 +245,7 @@ def test_range_term_pulls_the_representation_back_into_range() -> None:
 
 def test_family_preset_and_refusals(tmp_path: Path) -> None:
     cpu = apply_preset(TrainConfig(model="fgrn_x4"), "cpu")
-    assert (cpu.crop, cpu.lr, cpu.min_lr_psnr, cpu.iterations) == (128, 3e-4, 30.0, 12_000)
+    assert (cpu.crop, cpu.lr, cpu.min_lr_psnr, cpu.iterations) == (128, 1e-4, 30.0, 12_000)
     paper = apply_preset(TrainConfig(model="fgrn_x4"), "paper")
     assert (paper.crop, paper.batch, paper.milestones) == (192, 36, (200_000, 400_000))
     irn = apply_preset(TrainConfig(), "cpu")
@@ -280,7 +300,7 @@ def test_cli_trains_validates_and_irn_eval_scores_it(
     ]  # fmt: skip
     assert train_main(args) == 0
     saved = json.loads((run / "train_config.json").read_text())
-    assert saved["lr"] == 3e-4 and saved["lambda_logdet"] == 0.002 and saved["crop"] == 16
+    assert saved["lr"] == 1e-4 and saved["lambda_logdet"] == 0.002 and saved["crop"] == 16
     validated = [r for r in read_log(run) if r["val_psnr"]]
     assert [int(r["step"]) for r in validated] == [2, 4]
     assert all(math.isfinite(float(r["val_lr_psnr"])) for r in validated)  # LR vs bicubic

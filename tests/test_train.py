@@ -287,6 +287,26 @@ def test_cli_trains_validates_and_resumes(
     assert [r["step"] for r in read_log(run)] == ["1", "2", "3", "4"]
 
 
+def test_resume_with_another_learning_rate(
+    tmp_path: Path, train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--resume --lr`` scales the rates through the halvings already passed (and the
+    ones to come), and the config keeps the new base rate for later resumes."""
+    run = tmp_path / "run"
+    args = cli_args(train_dir, run, "--lr", "2e-4", "--milestones", "2", "4", "--max-steps", "3")
+    assert main(args) == 0
+    capsys.readouterr()
+    assert [float(r["lr"]) for r in read_log(run)] == [2e-4, 1e-4, 1e-4]
+    assert main(["--run-dir", str(run), "--resume", "--lr", "1e-4", "--max-steps", "2"]) == 0
+    assert "at step 3 of 50 (lr 5e-05," in capsys.readouterr().err
+    assert [float(r["lr"]) for r in read_log(run)][3:] == [2.5e-5, 2.5e-5]
+    assert json.loads((run / "train_config.json").read_text())["lr"] == 1e-4
+    state = torch.load(run / "last" / TRAIN_STATE_FILE, weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == 2.5e-5
+    assert main(["--run-dir", str(run), "--resume", "--max-steps", "1"]) == 0
+    assert float(read_log(run)[-1]["lr"]) == 2.5e-5
+
+
 def test_best_only_takes_valid_lr_images(
     tmp_path: Path, train_dir: Path, val_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

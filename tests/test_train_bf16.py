@@ -91,7 +91,7 @@ def test_resume_switches_to_bf16_and_validates_in_fp32(
         assert rc == 2 and err.count("\n") == 1 and "needs a CPU with native BF16" in err
         assert json.loads((run / "train_config.json").read_text())["conv_dtype"] == "float32"
         return
-    assert rc == 0 and "(conv arithmetic: bfloat16)" in err
+    assert rc == 0 and "conv arithmetic: bfloat16)" in err
     assert json.loads((run / "train_config.json").read_text())["conv_dtype"] == "bfloat16"
     rows = read_log(run)
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
@@ -103,7 +103,7 @@ def test_resume_switches_to_bf16_and_validates_in_fp32(
     assert float(rows[3]["val_lr_psnr"]) == pytest.approx(fp32.lr_psnr, abs=1e-4)
     # A plain resume keeps the saved arithmetic.
     assert main(["--run-dir", str(run), "--resume", "--max-steps", "1", "--quiet"]) == 0
-    assert "(conv arithmetic: bfloat16)" in capsys.readouterr().err
+    assert "conv arithmetic: bfloat16)" in capsys.readouterr().err
 
 
 def test_a_cpu_without_native_bf16_is_refused_in_one_line(

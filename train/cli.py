@@ -38,8 +38,9 @@ _FIELDS = (
     "lambda_range",
     "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache", "conv_dtype",
 )  # fmt: skip
-# What a resume may change: the length of the run and the arithmetic of its conv stacks.
-_RESUME_CHANGEABLE = ("iterations", "conv_dtype")
+# What a resume may change: the length of the run, its learning rate (scaled through the
+# schedule already passed) and the arithmetic of its conv stacks.
+_RESUME_CHANGEABLE = ("iterations", "lr", "conv_dtype")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(PRESETS),
         default="cpu",
         help="recipe (default: cpu; "
-        "fgrn_* models get the seed's lr 3e-4 and larger crops, irn_color 48 px crops and "
+        "fgrn_* models get lr 1e-4 and 128 px crops, irn_color 48 px crops and "
         "8,000 steps; see FAMILY_PRESETS)",
     )
     p.add_argument("--model", choices=list_models(), help="registry entry (default: irn_x4)")
@@ -220,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if changed:
             raise IRNError(
                 f"cannot change {', '.join(changed)} when resuming "
-                "(only --iterations and --conv-dtype)"
+                "(only --iterations, --lr and --conv-dtype)"
             )
         cfg = replace(cfg, **{k: given[k] for k in _RESUME_CHANGEABLE if k in given})
     else:
@@ -252,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(
             f"resuming {cfg.model} at step {trainer.step} of {cfg.iterations} "
-            f"(conv arithmetic: {cfg.conv_dtype})",
+            f"(lr {trainer.optimizer.param_groups[0]['lr']:.3g}, "
+            f"conv arithmetic: {cfg.conv_dtype})",
             file=sys.stderr,
         )
     trainer.run(max_steps=args.max_steps)
