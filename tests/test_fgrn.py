@@ -217,6 +217,32 @@ def test_reconstruction_loss_runs_through_the_deployed_path() -> None:
         assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in part.parameters())
 
 
+def test_clipped_lr_values_pass_no_reconstruction_gradient() -> None:
+    """The LR's clamp keeps its gradient: a value F puts beyond [0, 1] is clipped in the
+    8-bit LR, and a straight-through gradient there pushed F on with no effect until the
+    run diverged."""
+    model = tiny_random(tiny(2))
+    hr = torch.rand(2, 3, 16, 16)
+    guide = torch.nn.functional.avg_pool2d(hr, 2)
+    captured: list[torch.Tensor] = []
+
+    def shift_first_call(module: torch.nn.Module, args: object, out: torch.Tensor) -> torch.Tensor:
+        if captured:
+            return out
+        shifted = out + torch.linspace(-0.6, 0.6, out.shape[-1])  # some columns clip
+        shifted.retain_grad()
+        captured.append(shifted)
+        return shifted
+
+    model.fgm.register_forward_hook(shift_first_call)
+    only_recon = fgrn_train_config(lambda_guide=0.0, lambda_logdet=0.0, lambda_range=0.0)
+    fgrn_losses(model, hr, guide, only_recon).total.backward()
+    lr, grad = captured[0].detach(), captured[0].grad
+    outside = (lr < 0) | (lr > 1)
+    assert outside.any() and (~outside).any()
+    assert not grad[outside].any() and grad[~outside].abs().sum() > 0
+
+
 def test_range_term_pulls_the_representation_back_into_range() -> None:
     """The straight-through quantiser passes gradients through its clamp, so nothing in
     the seed's losses stops G_d's output from drifting out of [0, 1] (a run diverged by

@@ -156,17 +156,17 @@ def fgrn_losses(
     """Seed 002, section 3.4's objectives, with the reconstruction through the deployed path.
 
     ``recon``: L1 between the HR and G_u(Q(F^-1(Q(F(Q(G_d(HR))))))), the function that
-    the exported down and up graphs compute, through straight-through quantisers; it
-    trains G_d, F and G_u. The seed's eq. 7 is G_u(Q(G_d(HR))), bypassing F on the
-    premise that F is lossless; it is not once the LR is 8-bit: trained that way F
-    contracted (log|det J| about -1.7 per value at step 3,974), its inverse amplified the
-    LR's rounding and the deployed reconstruction fell 6 dB below the bypass (Set5 27.0
+    the exported down and up graphs compute, through straight-through rounding; it trains
+    G_d, F and G_u. The seed's eq. 7 is G_u(Q(G_d(HR))), bypassing F on the premise that
+    F is lossless; it is not once the LR is 8-bit: trained that way F contracted
+    (log|det J| about -1.7 per value at step 3,974), its inverse amplified the LR's
+    rounding and the deployed reconstruction fell 6 dB below the bypass (Set5 27.0
     against 33.2 dB). Through the channel, F learns to keep what the decoder needs above
     one 8-bit level of the LR, as IRN's network does (Set5 33.0 dB after 400 steps from
     there). Measured alternatives: F's weights trained by the guidance alone (the seed's
     split) reached 28.1 dB in the same 400 steps, since the straight-through gradient
     through F^-1(Q(F(.))) is close to the identity and tells the encoder nothing about
-    the rounding.
+    the rounding. The LR's clamp keeps its true gradient (see the code).
     ``guide`` (eq. 9): L1 between F(x_rep) and the bicubic LR; ``distr`` is eq. 9's
     -gamma * sum of the cells' log|det J| (gamma = ``cfg.lambda_logdet``, 1e-3).
     ``range`` (not in the seed): ``cfg.lambda_range`` x the squared excess of G_d(HR)
@@ -181,7 +181,11 @@ def fgrn_losses(
     )
     raw = model.encode(hr)
     rep = quantize(raw, straight_through=True)
-    lr_8bit = quantize(model.fgm(rep), straight_through=True)
+    # The LR's clamp keeps its gradient (zero outside [0, 1]): with the straight-through
+    # gradient passing it, the reconstruction pushed F to widen its range (less rounding
+    # after F^-1), clipped LR values pushed on with no effect, and the run diverged
+    # from about step 4,900 (LR vs bicubic 17.8 dB and Set5 19.6 dB at 6,000).
+    lr_8bit = quantize(model.fgm(rep).clamp(0.0, 1.0), straight_through=True)
     rec = model.decoder(quantize(model.fgm.inverse(lr_8bit), straight_through=True))
     l_recon = cfg.lambda_recon * torch.sum(torch.abs(hr - rec)) / b
     # Zero while the representation is in range: pulls back what the clamp cuts off.
