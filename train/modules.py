@@ -6,6 +6,8 @@ Each module has explicit constructor arguments and two explicit directions,
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from irn_trt.runtime.metrics import LUMA_WEIGHTS
@@ -166,7 +168,7 @@ class YCbCrSplit(nn.Module):
         return torch.einsum("kc,bchw->bkhw", self.matrix_inverse.to(y.dtype), y)
 
 
-class ConvCompute(nn.Module):
+class ConvCompute(nn.Module, metaclass=ABCMeta):
     """A stack of ordinary (non-invertible) convolutions whose arithmetic may run in a
     lower precision during training: ``compute_dtype`` (set by
     :func:`set_conv_compute_dtype`, never saved) autocasts :meth:`convolve` and the result
@@ -181,8 +183,9 @@ class ConvCompute(nn.Module):
 
     compute_dtype: torch.dtype | None = None
 
+    @abstractmethod
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The stack's computation (each subclass's own); :meth:`forward` wraps it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compute_dtype is None or self.compute_dtype == x.dtype:
