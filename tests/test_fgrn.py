@@ -123,8 +123,9 @@ def test_shapes_empty_latent_and_size_check() -> None:
 # --- the flow-guidance module -----------------------------------------------------------
 
 
-def test_fgm_is_invertible_and_its_logdet_is_the_jacobians() -> None:
-    fgm = FlowGuidance(3, cells=3, split=1, growth=8).double().eval()
+@pytest.mark.parametrize("roll", [False, True])
+def test_fgm_is_invertible_and_its_logdet_is_the_jacobians(roll: bool) -> None:
+    fgm = FlowGuidance(3, cells=3, split=1, growth=8, roll_channels=roll).double().eval()
     randomize_weights(fgm, seed=5, std=0.05)
     x = torch.rand(2, 3, 6, 5, dtype=torch.float64)
     with torch.no_grad():
@@ -140,6 +141,37 @@ def test_fgm_is_invertible_and_its_logdet_is_the_jacobians() -> None:
     _, ld = fgm.forward_with_logdet(small)
     assert sign.item() == 1.0 and ld.item() == pytest.approx(logabs.item(), abs=1e-9)
     assert abs(ld.item()) > 0.1
+
+
+def test_rolled_flow_updates_every_channel_from_every_other() -> None:
+    """With the seed's fixed split, channel 2 never reads channel 1 directly: a change in
+    channel 1 reaches channel 2 only through channel 0's (additive) update. One roll
+    between two cells lets each channel take the additive branch; a rolled flow's first
+    cell couples the last channel with the others."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    plain = FlowGuidance(3, cells=2, split=1, growth=8).double().eval()
+    randomize_weights(plain, seed=2, std=0.05)
+    rolled = FlowGuidance(3, cells=2, split=1, growth=8, roll_channels=True).double().eval()
+    rolled.load_state_dict(plain.state_dict())  # the same parameters: the roll adds none
+    with torch.no_grad():
+        assert not torch.allclose(rolled(x), plain(x))
+        first_cell = plain.cells[0]
+        expected = first_cell(torch.cat((x[:, 2:], x[:, :2]), dim=1))
+        torch.testing.assert_close(rolled.cells[0](rolled._roll(x)), expected)
+    # A fresh rolled flow is the cyclic shift itself (K rolls of one channel), exactly.
+    fresh = FlowGuidance(3, cells=4, split=1, growth=8, roll_channels=True).double()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), torch.roll(x, 4, dims=1))
+        assert torch.equal(fresh.inverse(fresh(x)), x)
+
+
+def test_configs_from_before_the_roll_option_keep_the_seeds_flow() -> None:
+    d = get_config("fgrn_x4").to_dict()
+    del d["flow_roll_channels"]  # a config.json written before the option existed
+    assert config_from_dict(d).flow_roll_channels is False
+    model = build_model(replace(get_config("fgrn_x2"), flow_roll_channels=True))
+    assert model.fgm.roll_channels and not build_model(config_from_dict(d)).fgm.roll_channels
 
 
 def test_representation_is_8_bit_and_round_trips_through_the_lr() -> None:
@@ -358,13 +390,33 @@ def test_checkpoint_round_trip_and_wrong_family(tmp_path: Path) -> None:
 # --- halo, export and the runtime -------------------------------------------------------
 
 
+def flow_reach(c: FGRNConfig, inverse: bool) -> int:
+    """How far (LR px) F or F^-1 reaches, followed channel by channel: each function of a
+    cell is a dense block of five 3x3 convs (reach 5) and reads a whole branch; a rolled
+    flow shifts the channels between cells, which changes which reach meets which."""
+    assert c.flow_split == 1 and c.in_channels == 3
+    r = [0, 0, 0]
+    for _ in range(c.flow_cells):
+        if not inverse:
+            if c.flow_roll_channels:
+                r = [r[2], r[0], r[1]]
+            first = max(r[0], max(r[1:]) + 5)  # y1 = x1 + f(x2)
+            r = [first, *(max(rc, first + 5) for rc in r[1:])]  # y2 = x2 exp(h(y1)) + g(y1)
+        else:
+            rest = [max(rc, r[0] + 5) for rc in r[1:]]  # x2 = (y2 - g(y1)) / exp(h(y1))
+            r = [max(r[0], max(rest) + 5), *rest]  # x1 = y1 - f(x2)
+            if c.flow_roll_channels:
+                r = [r[1], r[2], r[0]]
+    return max(r)
+
+
 def analytic_halo(c: FGRNConfig) -> tuple[int, int]:
-    """Every 3x3 conv reaches 1 px at its resolution; a flow cell runs two dense blocks of 5."""
+    """Every 3x3 conv reaches 1 px at its resolution; the flow as :func:`flow_reach`."""
     s = c.scale
-    flow = c.flow_cells * 2 * 5
-    down = 1 + 2 * c.encoder_blocks + 1 + flow
+    down = 1 + 2 * c.encoder_blocks + 1 + flow_reach(c, inverse=False)
     factors = [3] if s == 3 else [2] * (s.bit_length() - 1)
-    reach_hr = s * (flow + 1 + 2 * c.decoder_blocks)  # F^-1, head and body at LR resolution
+    # F^-1, head and body at LR resolution
+    reach_hr = s * (flow_reach(c, inverse=True) + 1 + 2 * c.decoder_blocks)
     res = 1
     for f in factors:  # each upsampler conv at its resolution, then the tail at the HR's
         reach_hr += s // res
@@ -374,17 +426,23 @@ def analytic_halo(c: FGRNConfig) -> tuple[int, int]:
 
 
 def test_measured_halo_is_the_architectures() -> None:
-    for cfg in (tiny(4), tiny(3), get_config("fgrn_x2")):
+    rolled = replace(tiny(4), flow_cells=3, flow_roll_channels=True)
+    for cfg in (tiny(4), tiny(3), get_config("fgrn_x2"), rolled):
         halo = measure_halo(cfg)
         assert (halo.down, halo.up) == analytic_halo(cfg), cfg.name
-    assert analytic_halo(get_config("fgrn_x4")) == (74, 75)
+    plain_x4 = replace(get_config("fgrn_x4"), flow_roll_channels=False)
+    assert analytic_halo(plain_x4) == (74, 75)
+    # The roll shortens the inverse's longest chain (the additive branch's reach moves
+    # into the affine branch of the next cell instead of feeding its additive branch).
+    assert analytic_halo(tiny(4, flow_roll_channels=True)) == (24, 20)
 
 
 @pytest.fixture(scope="module")
 def fgrn_export(tmp_path_factory, set5_crop_images) -> tuple[Path, FlowGuidedRescaler, Path]:
-    """A tiny random-weight FGRN x4 exported at FP32 + FP16, verified on the Set5 crops."""
+    """A tiny random-weight FGRN x4 (rolled flow) exported at FP32 + FP16, verified on the
+    Set5 crops."""
     root = tmp_path_factory.mktemp("fgrn")
-    model = tiny_random(tiny(4))
+    model = tiny_random(tiny(4, flow_roll_channels=True))
     ckpt = save_checkpoint(model, root / "checkpoint")
     export_model(model, root / "model", verify_images=set5_crop_images)
     return root / "model", model, ckpt
@@ -398,7 +456,7 @@ def test_export_parity_manifest_and_costs(fgrn_export) -> None:
     got = (m.model, m.scale, m.lr_layout, m.z_channels, m.tile_multiple)
     assert got == ("fgrn_x4", 4, "rgb", 0, 4)
     assert config_from_dict(m.architecture) == model.config
-    assert (m.halo, m.parity["halo_measured"]) == (25, {"down": 24, "up": 25})
+    assert (m.halo, m.parity["halo_measured"]) == (24, {"down": 24, "up": 20})
     p = m.parity
     assert p["down_fp32_vs_torch"]["equal_fraction"] >= 0.999
     assert p["up_fp32_vs_torch"]["min_psnr_db"] >= 60

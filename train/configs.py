@@ -150,8 +150,10 @@ class FGRNConfig:
     channels, the 8-bit quantiser (the representation x), then F: ``flow_cells``
     affine coupling cells on x's 3 channels split ``flow_split`` / 3 - ``flow_split``,
     every function a dense block of growth ``growth``, log-scales bounded by
-    ``clamp``. Up: F's inverse, the quantiser again (x is on the 8-bit grid, so a
-    small error of the inverse rounds away), a 3x3 conv to ``features``,
+    ``clamp``; ``flow_roll_channels`` shifts the channels by one before every cell
+    (see :class:`~.modules.FlowGuidance`). Up: F's inverse, the quantiser again (x
+    is on the 8-bit grid, so a small error of the inverse rounds away), a 3x3 conv
+    to ``features``,
     ``decoder_blocks`` residual blocks, pixel-shuffle upsampling, a 3x3 conv to RGB.
     There is no latent: the LR alone is upscaled.
     """
@@ -169,6 +171,7 @@ class FGRNConfig:
     clamp: float = 1.0
     in_channels: int = 3
     description: str = ""
+    flow_roll_channels: bool = False
 
     # The LR layout questions every configuration answers: an RGB LR and nothing beside it.
     alpha_channel: ClassVar[bool] = False
@@ -221,6 +224,8 @@ class FGRNConfig:
             clamp=float(d.get("clamp", 1.0)),
             in_channels=int(d.get("in_channels", 3)),
             description=str(d.get("description", "")),
+            # Checkpoints from before the option have the seed's fixed split.
+            flow_roll_channels=bool(d.get("flow_roll_channels", False)),
         )
 
 

@@ -202,7 +202,12 @@ class FlowGuidedRescaler(nn.Module):
         c = config.in_channels
         self.encoder = FGRNEncoder(config.scale, c, config.features, config.encoder_blocks, c)
         self.fgm = FlowGuidance(
-            c, config.flow_cells, config.flow_split, config.growth, config.clamp
+            c,
+            config.flow_cells,
+            config.flow_split,
+            config.growth,
+            config.clamp,
+            roll_channels=config.flow_roll_channels,
         )
         self.decoder = FGRNDecoder(config.scale, c, config.features, config.decoder_blocks, c)
 

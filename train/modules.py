@@ -544,7 +544,14 @@ class FlowCell(CouplingBlock):
 class FlowGuidance(nn.Module):
     """FGRN's FGM: ``cells`` flow cells on ``channels`` channels, F = f_K o ... o f_1.
 
-    A fresh module is the identity (every dense block's last conv starts at zero).
+    ``roll_channels``: before every cell, shift the channels cyclically by one, so each
+    channel takes its turn as the additive branch (RealNVP's alternating pattern). With
+    a fixed split (False, the seed's figure) channel 0 is always the additive branch and
+    channels 1.. never update each other directly. Fitted alone to the bicubic LR from a
+    trained encoder's representations, a rolled flow gets closer than an unrolled one
+    (weights/MODEL_CARD.md, fgrn_x4). A permutation: no log-det term.
+    A fresh module is the identity up to that permutation (every dense block's last
+    conv starts at zero).
     """
 
     def __init__(
@@ -554,26 +561,35 @@ class FlowGuidance(nn.Module):
         split: int = 1,
         growth: int = 32,
         clamp: float = 1.0,
+        roll_channels: bool = False,
     ) -> None:
         super().__init__()
         self.cells = nn.ModuleList(FlowCell(channels, split, growth, clamp) for _ in range(cells))
+        self.roll_channels = roll_channels
+
+    def _roll(self, x: torch.Tensor) -> torch.Tensor:
+        # Slice + Concat (exact in any precision, and plain ONNX); torch.roll would be too.
+        return torch.cat((x[:, -1:], x[:, :-1]), dim=1) if self.roll_channels else x
+
+    def _unroll(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((x[:, 1:], x[:, :1]), dim=1) if self.roll_channels else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for cell in self.cells:
-            x = cell(x)
+            x = cell(self._roll(x))
         return x
 
     def forward_with_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F(x) and the sum over the cells of log|det J| per sample (shape (B,))."""
         logdet = x.new_zeros(x.shape[0])
         for cell in self.cells:
-            x, ld = cell.forward_with_logdet(x)
+            x, ld = cell.forward_with_logdet(self._roll(x))
             logdet = logdet + ld
         return x, logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         for cell in reversed(self.cells):
-            y = cell.inverse(y)
+            y = self._unroll(cell.inverse(y))
         return y
 
 
