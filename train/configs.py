@@ -153,8 +153,8 @@ class FGRNConfig:
     ``clamp``; ``flow_roll_channels`` shifts the channels by one before every cell
     (see :class:`~.modules.FlowGuidance`). Up: F's inverse, the quantiser again (x
     is on the 8-bit grid, so a small error of the inverse rounds away), a 3x3 conv
-    to ``features``,
-    ``decoder_blocks`` residual blocks, pixel-shuffle upsampling, a 3x3 conv to RGB.
+    to ``features``, ``decoder_blocks`` residual blocks, pixel-shuffle upsampling, a
+    3x3 conv to RGB.
     There is no latent: the LR alone is upscaled.
     """
 

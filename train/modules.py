@@ -546,7 +546,7 @@ class FlowGuidance(nn.Module):
 
     ``roll_channels``: before every cell, shift the channels cyclically by one, so each
     channel takes its turn as the additive branch (RealNVP's alternating pattern). With
-    a fixed split (False, the seed's figure) channel 0 is always the additive branch and
+    a fixed split (False, as in the seed) channel 0 is always the additive branch and
     channels 1.. never update each other directly. Fitted alone to the bicubic LR from a
     trained encoder's representations, a rolled flow gets closer than an unrolled one
     (weights/MODEL_CARD.md, fgrn_x4). A permutation: no log-det term.
