@@ -24,6 +24,7 @@ import torch
 from irn_trt.train.checkpoint import load_checkpoint
 from irn_trt.train.cli import main
 from irn_trt.train.data import CropSampler
+from irn_trt.train.recipe import LR_VALID_PSNR_DB, X8_LR_VALID_PSNR_DB
 from irn_trt.train.trainer import (
     TRAIN_MEMORY_FORMAT,
     TRAIN_STATE_FILE,
@@ -325,6 +326,24 @@ def test_best_only_takes_valid_lr_images(
     assert "not a candidate for best/" in capsys.readouterr().out
     saved = json.loads((strict / "train_config.json").read_text())
     assert saved["min_lr_psnr"] == float(floor)
+
+    # The floor may change on --resume (a run whose LR settles below it): the next
+    # validation that passes the new floor makes best/, and the config keeps it.
+    resume = ("--run-dir", str(strict), "--resume", "--max-steps", "2", "--min-lr-psnr", "0")
+    assert main(list(resume)) == 0
+    assert (strict / "best" / "model.safetensors").is_file()
+    assert json.loads((strict / "train_config.json").read_text())["min_lr_psnr"] == 0.0
+    capsys.readouterr()
+    rc = main(["--run-dir", str(strict), "--resume", "--batch", "3"])
+    _one_line_error(capsys, rc, "--conv-dtype and --min-lr-psnr)")
+
+
+def test_x8_models_have_their_own_lr_floor() -> None:
+    """IRN x8's LR stays below the papers' 40 dB for its whole CPU run (model card)."""
+    for name, floor in (("irn_x8", X8_LR_VALID_PSNR_DB), ("irn_x4", LR_VALID_PSNR_DB)):
+        for preset in ("cpu", "paper"):
+            assert apply_preset(TrainConfig(model=name), preset).min_lr_psnr == floor
+    assert X8_LR_VALID_PSNR_DB < LR_VALID_PSNR_DB
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ _FIELDS = (
 )  # fmt: skip
 # What a resume may change: the length of the run, its learning rate (scaled through the
 # schedule already passed) and the arithmetic of its conv stacks.
-_RESUME_CHANGEABLE = ("iterations", "lr", "conv_dtype")
+_RESUME_CHANGEABLE = ("iterations", "lr", "conv_dtype", "min_lr_psnr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="best/ only takes checkpoints whose LR is at least this Y-PSNR vs bicubic on the "
         "validation set (default: 40 dB, the papers' validity threshold; 30 dB for fgrn_*, "
-        "whose LR is not meant to copy bicubic)",
+        "whose LR is not meant to copy bicubic; 35 dB for x8 models). May change on --resume "
+        "(saved; the best/ already saved stays)",
     )
     p.add_argument(
         "--init-from",
@@ -221,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if changed:
             raise IRNError(
                 f"cannot change {', '.join(changed)} when resuming "
-                "(only --iterations, --lr and --conv-dtype)"
+                "(only --iterations, --lr, --conv-dtype and --min-lr-psnr)"
             )
         cfg = replace(cfg, **{k: given[k] for k in _RESUME_CHANGEABLE if k in given})
     else:
