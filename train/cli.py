@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="best/ only takes checkpoints whose LR is at least this Y-PSNR vs bicubic on the "
         "validation set (default: 40 dB, the papers' validity threshold; 30 dB for fgrn_*, "
-        "whose LR is not meant to copy bicubic; 35 dB for x8 models). May change on --resume "
+        "whose LR is not meant to copy bicubic; 33 dB for x8 models). May change on --resume "
         "(saved; the best/ already saved stays)",
     )
     p.add_argument(
