@@ -96,7 +96,7 @@ def test_shipped_checkpoint_has_a_valid_logged_validation(name: str) -> None:
     model, config = load_checkpoint(weights)
     assert model.config.name == name
     _, logged_lr_psnr = logged_validation(weights, int(config["meta"]["step"]))
-    # The run's own floor (x8's is lower, see recipe.X8_LR_VALID_PSNR_DB), never above 40.
+    # The run's own floor: x8's is lower (recipe.X8_LR_VALID_PSNR_DB), every other scale's 40.
     run_config = weights.parent / "training" / weights.name / "train_config.json"
     floor = json.loads(run_config.read_text()).get("min_lr_psnr", LR_VALID_PSNR_DB)
     assert logged_lr_psnr >= floor

@@ -39,7 +39,7 @@ _FIELDS = (
     "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache", "conv_dtype",
 )  # fmt: skip
 # What a resume may change: the length of the run, its learning rate (scaled through the
-# schedule already passed) and the arithmetic of its conv stacks.
+# schedule already passed), the arithmetic of its conv stacks and best/'s LR floor.
 _RESUME_CHANGEABLE = ("iterations", "lr", "conv_dtype", "min_lr_psnr")
 
 
