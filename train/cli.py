@@ -15,10 +15,13 @@ from irn_trt.runtime.errors import IRNError, cli_entry
 from .configs import list_models
 from .recipe import (
     CONV_DTYPES,
+    FAMILY_PRESETS,
+    LR_VALID_PSNR_DB,
     PRESETS,
     RANDOM_VGG,
     STAGES,
     TRAIN_CONFIG_FILE,
+    X8_LR_VALID_PSNR_DB,
     TrainConfig,
     apply_preset,
     apply_stage,
@@ -102,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-lr-psnr",
         type=float,
         help="best/ only takes checkpoints whose LR is at least this Y-PSNR vs bicubic on the "
-        "validation set (default: 40 dB, the papers' validity threshold; 30 dB for fgrn_*, "
-        "whose LR is not meant to copy bicubic; 33 dB for x8 models). May change on --resume "
-        "(saved; the best/ already saved stays)",
+        f"validation set (default: {LR_VALID_PSNR_DB:g} dB, the papers' validity threshold; "
+        f"{FAMILY_PRESETS['fgrn']['cpu']['min_lr_psnr']:g} dB for fgrn_*, whose LR is not "
+        f"meant to copy bicubic; {X8_LR_VALID_PSNR_DB:g} dB for x8 models). May change on "
+        "--resume (saved; the best/ already saved stays)",
     )
     p.add_argument(
         "--init-from",

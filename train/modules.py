@@ -568,7 +568,7 @@ class FlowGuidance(nn.Module):
         self.roll_channels = roll_channels
 
     def _roll(self, x: torch.Tensor) -> torch.Tensor:
-        # Slice + Concat (exact in any precision, and plain ONNX); torch.roll would be too.
+        # Exported as Slice + Concat: plain ONNX, exact at any precision.
         return torch.cat((x[:, -1:], x[:, :-1]), dim=1) if self.roll_channels else x
 
     def _unroll(self, x: torch.Tensor) -> torch.Tensor:
