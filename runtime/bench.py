@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .atomic import write_text_atomic
+from .atomic import json_text, write_text_atomic
 from .errors import IRNError, cli_entry
 from .options import add_engine_arguments, engine_options_from_args
 
@@ -733,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "8-bit levels; peak_rss_mb per row (its own process; e2e_peak_rss_mb before the "
         "in-memory image)",
     }
-    text = json.dumps(report, indent=2) + "\n"
+    text = json_text(report)
     if args.json and args.json != "-":
         write_text_atomic(args.json, text)
     else:

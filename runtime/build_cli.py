@@ -9,7 +9,6 @@ TensorRT version, precision, tile profile and builder options reuses them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .atomic import json_text
 from .engine_cache import EngineCache, default_cache_dir
 from .errors import IRNError, cli_entry
 from .manifest import load_manifest
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 line = f"{graph.direction}.{graph.precision}: {what} -> {path}"
                 tqdm.write(line, file=sys.stderr)
     if args.json:
-        print(json.dumps({"model": manifest.model, "engines": summary}, indent=2))
+        sys.stdout.write(json_text({"model": manifest.model, "engines": summary}))
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import math
 import os
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import PRECISIONS, Rescaler, memory_budget_summary, tile_summary
-from .atomic import write_text_atomic
+from .atomic import json_text, write_text_atomic
 from .backends import backend_names
 from .batch import OUTPUT_SUFFIXES, BatchPlan, PlannedJob, Source, plan_batch
 from .codecs import LRFormat, parse_lr_format
@@ -664,7 +663,7 @@ def _run_batch(
         f"{summary['precision']}, peak RSS {summary['peak_rss_mb']:.0f} MiB"
     )
     if args.json:
-        text = json.dumps(summary, indent=2) + "\n"
+        text = json_text(summary)
         if json_to_stdout:
             sys.stdout.write(text)
             sys.stdout.flush()

@@ -20,7 +20,6 @@ import contextlib
 import importlib
 import importlib.metadata as metadata
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
+from .atomic import json_text
 from .errors import IRNError, cli_entry
 
 __all__ = [
@@ -941,7 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _stdout_to_stderr():
         report = collect(args.model_dir, args.model, args.cache_dir)
     if args.json:
-        print(json.dumps(report, indent=2))
+        sys.stdout.write(json_text(report))
     else:
         print(format_report(report))
     return 0

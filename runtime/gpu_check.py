@@ -578,7 +578,7 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """``irn-doctor --gpu-check``: 0 all passed, 1 a check failed, IRNError (2) refused."""
-    from .atomic import write_text_atomic
+    from .atomic import json_text, write_text_atomic
     from .doctor import _stdout_to_stderr
 
     configs = parse_configs(args.configs)
@@ -610,7 +610,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         report = run_check(opts)
         for line in _summary_lines(report):
             _stderr_log(line)
-    text = json.dumps(report, indent=2) + "\n"
+    text = json_text(report)
     if out is None:
         sys.stdout.write(text)
     else:

@@ -78,7 +78,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .atomic import write_text_atomic
+from .atomic import write_json_atomic
 from .errors import IRNError
 
 __all__ = [
@@ -418,5 +418,5 @@ def load_manifest(model_dir: str | os.PathLike[str]) -> ModelManifest:
 
 def write_manifest(model_dir: str | os.PathLike[str], manifest: ModelManifest) -> Path:
     path = Path(model_dir) / MANIFEST_FILE
-    write_text_atomic(path, json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_json_atomic(path, manifest.to_dict(), sort_keys=True)
     return path

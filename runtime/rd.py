@@ -24,7 +24,6 @@ JPEG is Pillow's (libjpeg defaults: 4:2:0, baseline, no optimisation) at IJG qua
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .api import PRECISIONS, Rescaler
-from .atomic import write_text_atomic
+from .atomic import write_json_atomic, write_text_atomic
 from .backends import backend_names
 from .codecs import LRFormat, jpeg_roundtrip, jxl_available
 from .errors import IRNError, cli_entry
@@ -543,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "unavailable": _unavailable(manifest),
             "lossless_vs_hr_jpeg": comparisons,
         }
-        write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
+        write_json_atomic(args.json, doc)
     if args.plot:
         write_text_atomic(args.plot, render_svg(rows, title))
     return 0

@@ -445,12 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms"
     )
     if args.json:
-        text = json.dumps(report, indent=2) + "\n"
+        from .atomic import json_text, write_text_atomic
+
+        text = json_text(report)
         if args.json == "-":
             sys.stdout.write(text)
         else:
-            from .atomic import write_text_atomic
-
             write_text_atomic(args.json, text)
     bad = load.errors + load.mismatches + load.lost + load.duplicates
     return 1 if bad or load.ok == 0 else 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from irn_trt.runtime.atomic import json_text, write_json_atomic
 from irn_trt.runtime.errors import IRNError
 from irn_trt.runtime.image_io import (
     ImageData,
@@ -114,6 +116,17 @@ def test_write_is_atomic_and_readable(tmp_path: Path, bird: Image.Image) -> None
     assert out.stat().st_mode & 0o044  # not the 0600 of a temp file
     with pytest.raises(IRNError, match="unknown output image format"):
         write_image(tmp_path / "o.xyz", image)
+
+
+def test_reports_are_strict_json(tmp_path: Path) -> None:
+    doc = {"psnr": float("inf"), "rows": [1.5, float("nan"), (float("-inf"), 2)], "n": 3}
+    out = tmp_path / "r.json"
+    write_json_atomic(out, doc)
+    text = out.read_text()
+    assert text == json_text(doc) and text.endswith("\n")
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == {"psnr": None, "rows": [1.5, None, [None, 2]], "n": 3}
+    assert doc["psnr"] == float("inf")  # the caller's data is left as it was
 
 
 def test_icc_profile_travels_through_every_format(tmp_path: Path, bird: Image.Image) -> None:

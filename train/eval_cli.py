@@ -8,14 +8,13 @@ scoring itself is :mod:`irn_trt.train.evaluate`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from irn_trt.runtime.atomic import write_text_atomic
+from irn_trt.runtime.atomic import write_json_atomic
 from irn_trt.runtime.errors import IRNError, cli_entry
 from irn_trt.runtime.scales import models_for_scale, parse_scale
 
@@ -46,7 +45,7 @@ _COLUMNS = {
 }
 _MEANING = {
     "rescale": "psnr/ssim: Y channel of the reconstruction, border = scale; "
-    "lr_psnr/lr_ssim: the LR vs MATLAB bicubic",
+    "lr_psnr/lr_ssim: the LR vs MATLAB bicubic; a PSNR of identical images (+inf) is null",
     "decolorize": "psnr/ssim: RGB of the colour restored from the 8-bit grey image; "
     "lr_psnr/lr_ssim: the grey image vs the plain luma conversion (0.299, 0.587, 0.114)",
 }
@@ -163,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "images": [asdict(s) for s in scores],
             "mean": asdict(mean),
         }
-        write_text_atomic(args.json, json.dumps(doc, indent=2, allow_nan=True) + "\n")
+        write_json_atomic(args.json, doc)
     return 0
 
 
@@ -229,7 +228,7 @@ def _compressed(args: argparse.Namespace, qualities: tuple[int, ...]) -> int:
             "images": [asdict(sc) for sc in scores],
             "mean_by_quality": doc_means,
         }
-        write_text_atomic(args.json, json.dumps(doc, indent=2, allow_nan=True) + "\n")
+        write_json_atomic(args.json, doc)
     return 0
 
 
