@@ -60,6 +60,13 @@ REFERENCE = {
         "lr_psnr": 43.7798,
         "lr_ssim": 0.9967,
     },
+    "irn_x8": {
+        "sha256": "95ef81a9ff65a82d11814bcc42ee2eb117bf0fd5c9f7a1d637bc5060c455c784",
+        "psnr": 32.3319,
+        "ssim": 0.87724,
+        "lr_psnr": 38.7973,
+        "lr_ssim": 0.99671,
+    },
 }
 # Other CPUs' kernels differ in the last bits, which can flip a few rounded LR pixels.
 PSNR_TOLERANCE_DB = 0.01
