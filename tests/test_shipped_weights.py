@@ -32,6 +32,13 @@ from irn_trt.train.trainer import LR_VALID_PSNR_DB
 CROP = 96  # a multiple of every shipped scale, so mod-crop keeps it whole
 #: Mean Y-PSNR (dB) / SSIM of the round trip and of the LR vs MATLAB bicubic on the crops.
 REFERENCE = {
+    "irn_a_x4": {
+        "sha256": "11f4c00ffcbca793b99810c433d1f59c7d73f7ab61a15c2caffcbc33c79609d8",
+        "psnr": 38.5619,
+        "ssim": 0.94538,
+        "lr_psnr": 43.187,
+        "lr_ssim": 0.99679,
+    },
     "irn_e_x4": {
         "sha256": "52e662c4a723472ead1b8ddc12ef7c5b3ef015dcbe2615f170803b4d8c8e5064",
         "psnr": 36.7829,
