@@ -152,6 +152,16 @@ def test_settings_a_stage_would_ignore_are_refused(tmp_path: Path, frozen_irn: P
     assert not (tmp_path / "never").exists()
 
 
+def test_jpeg_stage_guides_the_lr_harder() -> None:
+    # 16x the papers' scale**2 (measured: at 1x the LR drifted to 29-30 dB against bicubic).
+    from irn_trt.train.recipe import JPEG_GUIDE_FACTOR, TrainConfig, apply_stage
+
+    assert JPEG_GUIDE_FACTOR == 16.0
+    for model, weight in (("irn_x4_jpeg", 256.0), ("irn_x2_jpeg", 64.0)):
+        assert apply_stage(TrainConfig(model=model), "jpeg").lambda_guide == weight
+        assert apply_stage(TrainConfig(model=model), "base").lambda_guide is None
+
+
 def test_jpeg_stage_degrades_only_the_reconstruction_pass(images: list[np.ndarray]) -> None:
     from irn_trt.train.data import CropSampler
     from irn_trt.train.stage_compress import lr_degrader
@@ -193,6 +203,30 @@ def test_crm_resume_is_bit_identical(
     # The frozen IRN's LR of each training image was computed once and cached.
     cached = list((tmp_path / "split" / "lr_cache").glob("*/*.png"))
     assert len(cached) == len(images)
+
+
+def test_cached_lr_is_the_rescalers_down(tmp_path: Path) -> None:
+    # The cache runs the trained irn_x2 in NHWC for speed; its LR must still be the one
+    # the plain (NCHW) forward gives: equal bytes but for rare one-level rounding ties.
+    from irn_trt.train.models import quantize
+    from irn_trt.train.stage_compress import CRMStage
+    from PIL import Image
+
+    cfg = crm_config(REPO / "weights" / "irn_x2")
+    stage = CRMStage(cfg, progress=False)
+    hr = centre_crop(read_rgb(SET5 / "baby.png"), 96, 96)
+    (cached,) = stage.lr_images([hr], tmp_path)
+    with torch.no_grad():
+        y, _ = stage.rescaler(to_tensor(hr))
+    plain = to_uint8(quantize(y))
+    assert cached.shape == plain.shape == (48, 48, 3)
+    diff = np.abs(cached.astype(int) - plain.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+    # A second call reads the cache instead of recomputing.
+    (path,) = (tmp_path / "lr_cache").glob("*/*.png")
+    Image.fromarray(np.zeros_like(cached)).save(path)
+    (again,) = stage.lr_images([hr], tmp_path)
+    assert not again.any()
 
 
 @pytest.mark.slow

@@ -308,6 +308,18 @@ def test_resume_with_another_learning_rate(
     assert float(read_log(run)[-1]["lr"]) == 2.5e-5
 
 
+def test_lambda_guide_flag_weights_the_guidance(tmp_path: Path, train_dir: Path) -> None:
+    # Same seed, same first batch and weights: the logged guidance term scales with the
+    # weight (irn_x2's default is scale**2 = 4), and the run keeps it.
+    default, heavy = tmp_path / "default", tmp_path / "heavy"
+    assert main(cli_args(train_dir, default, "--max-steps", "1")) == 0
+    assert main(cli_args(train_dir, heavy, "--max-steps", "1", "--lambda-guide", "8")) == 0
+    g_default = float(read_log(default)[0]["guide"])
+    g_heavy = float(read_log(heavy)[0]["guide"])
+    assert g_default > 0 and g_heavy == pytest.approx(2 * g_default, rel=1e-5)
+    assert json.loads((heavy / "train_config.json").read_text())["lambda_guide"] == 8.0
+
+
 def test_best_only_takes_valid_lr_images(
     tmp_path: Path, train_dir: Path, val_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

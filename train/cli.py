@@ -38,7 +38,7 @@ _FIELDS = (
     "model", "crop", "batch", "iterations", "lr", "milestones", "train_z", "seed",
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
     "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr", "lambda_code", "lambda_logdet",
-    "lambda_range",
+    "lambda_range", "lambda_guide",
     "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache", "conv_dtype",
 )  # fmt: skip
 # What a resume may change: the length of the run, its learning rate (scaled through the
@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--lambda-code",
         type=float,
         help="IRN-M: weight of the L2 error between z and its decoded side code (default: 1)",
+    )
+    p.add_argument(
+        "--lambda-guide",
+        type=float,
+        help="weight of the LR guidance loss (L2 to the bicubic LR; default: scale**2, the "
+        "papers'). Stage jpeg: the compressed reconstruction pulls the LR away from bicubic "
+        "(sharpened, colour fringes), a larger weight holds it",
     )
     p.add_argument(
         "--lambda-logdet",
