@@ -67,6 +67,13 @@ REFERENCE = {
         "lr_psnr": 43.7798,
         "lr_ssim": 0.9967,
     },
+    "irn_x4_jpeg": {
+        "sha256": "cfbf45923798bd868bb66d16e68f63ca0033ee42196d43ed57739eddd285e349",
+        "psnr": 33.8127,
+        "ssim": 0.89614,
+        "lr_psnr": 44.4116,
+        "lr_ssim": 0.99576,
+    },
     "irn_x8": {
         "sha256": "95ef81a9ff65a82d11814bcc42ee2eb117bf0fd5c9f7a1d637bc5060c455c784",
         "psnr": 32.3319,
