@@ -409,6 +409,42 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], rc: int, needle: str) ->
     assert err.startswith("irn-train: error:") and needle in err, err
 
 
+def test_device_cuda_refuses_cpu_side_stages(
+    tmp_path: Path, train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Stage jpeg compresses with Pillow inside the loss: refused on any machine, before
+    # anything is built or written.
+    args = cli_args(train_dir, tmp_path / "run", "--device", "cuda", "--stage", "jpeg")
+    args += ["--init-from", str(tmp_path / "unused")]
+    _one_line_error(capsys, main(args), "--device cuda trains the stages base, code")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_device_cuda_without_a_gpu(
+    tmp_path: Path, train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(cli_args(train_dir, tmp_path / "run", "--device", "cuda"))
+    _one_line_error(capsys, rc, "PyTorch sees no CUDA GPU here")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for torch")
+def test_device_cuda_trains_and_resumes_on_the_cpu(
+    tmp_path: Path, train_dir: Path, val_dir: Path
+) -> None:
+    # Steps on the GPU (BF16 dense blocks), validation there, and the run resumed on the
+    # CPU: the checkpoint and training state are device-free.
+    run = tmp_path / "run"
+    extra = ("--val-dir", str(val_dir), "--val-every", "2", "--min-lr-psnr", "0")
+    gpu = ("--device", "cuda", "--conv-dtype", "bfloat16", "--max-steps", "2")
+    assert main(cli_args(train_dir, run, *extra, *gpu)) == 0
+    assert (run / "best" / "model.safetensors").is_file()
+    cpu = ("--conv-dtype", "float32", "--max-steps", "1", "--quiet")
+    assert main(["--run-dir", str(run), "--resume", *cpu]) == 0
+    assert [int(r["step"]) for r in read_log(run)] == [1, 2, 3]
+
+
 def test_empty_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     rc = main(cli_args(tmp_path / "empty", tmp_path / "run"))

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         "            --run-dir runs/irn_m_x4_code           # IRN-M: pre-train its auto-encoder\n"
         "  irn-train --model irn_m_x4 --init-from runs/irn_m_x4_code/last --run-dir runs/irn_m_x4\n"
         "  irn-train --model fgrn_x4 --run-dir runs/fgrn_x4 --threads 1   # FGRN (seed 002)\n"
+        "  irn-train --preset paper --iterations 20000 --milestones 10000 15000 \\\n"
+        "            --device cuda --conv-dtype bfloat16 --run-dir runs/irn_x4_gpu   # on a GPU\n"
         "  irn-train --model irn_x4_jpeg --stage jpeg --init-from weights/irn_x4 \\\n"
         "            --lr-jpeg 50,75,90 --run-dir runs/irn_x4_jpeg   # JPEG-robust IRN\n"
         "  irn-train --model crm_small --stage crm --crm-irn runs/irn_x4_jpeg/best \\\n"
@@ -202,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
         "validation and exports stay FP32 (stage code: the frozen IRN's z comes from BF16 "
         "dense blocks too). May change on --resume (saved)",
     )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where the steps run (default: cpu); cuda trains stages base and code on the "
+        "first CUDA GPU (BF16 conv stacks with --conv-dtype bfloat16); the run directory is "
+        "the same either way, and a run may resume on the other device (not bit for bit)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -253,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "perceptual loss is meaningless (for testing the mechanics only)",
             file=sys.stderr,
         )
-    trainer = Trainer(cfg, run_dir, progress=not args.quiet)
+    trainer = Trainer(cfg, run_dir, progress=not args.quiet, device=args.device)
     if args.resume:
         trainer.resume()
         if trainer.step >= cfg.iterations:

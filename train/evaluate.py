@@ -57,7 +57,7 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) float in [0, 1] -> HxWx3 uint8 (clamped and rounded)."""
     arr = torch.round(torch.clamp(x[0], 0.0, 1.0) * 255.0).to(torch.uint8)
-    return arr.permute(1, 2, 0).numpy()
+    return arr.permute(1, 2, 0).cpu().numpy()
 
 
 @torch.no_grad()
@@ -91,6 +91,7 @@ def evaluate_model(
         raise IRNError(f"scale {s:g} needs a model of scale >= {math.ceil(s)}; this one is x{n}")
     fractional = s != n
     model.eval()
+    device = next(model.parameters()).device  # a model in training may be on a GPU
     gen = torch.Generator().manual_seed(seed)
     scores = []
     for name, hr_full in tqdm(images, desc="eval", unit="img", disable=not progress):
@@ -109,7 +110,7 @@ def evaluate_model(
             out = to_uint8(x)
             return imresize(out, output_shape=hr.shape[:2]) if fractional else out
 
-        y, z = model(to_tensor(model_in))
+        y, z = model(to_tensor(model_in).to(device))
         lr = quantize(y)
         # The LR's colours are what a viewer shows; IRN-A's alpha code is not compared.
         lr_u8 = to_uint8(lr[:, : model.in_channels])
@@ -121,7 +122,7 @@ def evaluate_model(
             zc = model.latent_channels
             vals = []
             for _ in range(z_samples):
-                z = torch.randn((1, zc, *lr.shape[2:]), generator=gen)
+                z = torch.randn((1, zc, *lr.shape[2:]), generator=gen).to(device)
                 vals.append(y_psnr_ssim(restore(model.inverse(lr, z)), hr, border))
             psnr, ssim = (float(np.mean(v)) for v in zip(*vals, strict=True))
         scores.append(ImageScore(name, psnr, ssim, lr_psnr, lr_ssim))
@@ -135,9 +136,10 @@ def _evaluate_colour(
     8-bit grey image with z = 0, and the grey image against the plain luma conversion
     (rounded to 8 bits): ``lr_psnr`` / ``lr_ssim``. No border is cropped."""
     model.eval()
+    device = next(model.parameters()).device
     scores = []
     for name, img in tqdm(images, desc="eval", unit="img", disable=not progress):
-        y, _ = model(to_tensor(img))
+        y, _ = model(to_tensor(img).to(device))
         grey = quantize(y)
         grey_u8 = to_uint8(grey)[..., 0]
         luma_u8 = np.round(rgb_to_luma(img)).astype(np.uint8)

@@ -77,6 +77,7 @@ __all__ = [
     "fgrn_losses",
     "irn_losses",
     "model_losses",
+    "training_device",
 ]
 
 # NHWC: oneDNN's CPU convolutions (forward and backward) run about 1.2x faster in it for
@@ -132,7 +133,7 @@ def irn_losses(
         terms["code"] = l_code.item()
     elif cfg.train_z == "gaussian" and config.task == "rescale" and not config.alpha_channel:
         # IRN_color (seed 000, 3.4) and IRN-A (seed 004) reconstruct from z = 0 in training.
-        z_rec = torch.randn(z.shape, generator=generator)
+        z_rec = torch.randn(z.shape, generator=generator).to(z.device)
     else:
         z_rec = torch.zeros_like(z)
     if lr_degrade is not None:
@@ -259,14 +260,15 @@ def native_bf16() -> bool:
     return bool(amx() or avx512_bf16())
 
 
-def conv_compute_dtype(name: str) -> torch.dtype | None:
+def conv_compute_dtype(name: str, device: torch.device | None = None) -> torch.dtype | None:
     """The dtype of ``TrainConfig.conv_dtype`` for :func:`set_conv_compute_dtype` (None for
-    FP32); BF16 only where the CPU computes it natively, in one line otherwise."""
+    FP32); BF16 only where the CPU computes it natively (any CUDA GPU that PyTorch runs
+    does), in one line otherwise."""
     if name == "float32":
         return None
     if name != "bfloat16":
         raise IRNError(f"unknown conv dtype {name!r}; known: {', '.join(CONV_DTYPES)}")
-    if not native_bf16():
+    if (device is None or device.type == "cpu") and not native_bf16():
         # Emulated BF16 would be slower than FP32: refuse rather than crawl.
         raise IRNError(
             "--conv-dtype bfloat16 needs a CPU with native BF16 (AVX-512 BF16 or AMX), which "
@@ -291,6 +293,35 @@ def _initial_model(name: str, init_from: str) -> InvertibleRescaler:
         raise IRNError(f"--init-from {init_from}: {exc}") from None
 
 
+#: The stages ``--device cuda`` trains (the others keep CPU-side parts: Pillow's JPEG in
+#: the loss, the CRM's LR cache, the discriminator stage's VGG loading).
+CUDA_STAGES = ("base", "code")
+
+
+def training_device(name: str, stage: str) -> torch.device:
+    """``irn-train --device``: ``cpu`` or ``cuda`` (stages :data:`CUDA_STAGES`), in one line
+    where it cannot be had."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name != "cuda":
+        raise IRNError(f"unknown device {name!r}; known: cpu, cuda")
+    if stage not in CUDA_STAGES:
+        raise IRNError(
+            f"--device cuda trains the stages {', '.join(CUDA_STAGES)}; stage {stage} runs on "
+            "the CPU (--device cpu)"
+        )
+    if not torch.cuda.is_available():
+        raise IRNError(
+            "--device cuda: PyTorch sees no CUDA GPU here (a CPU build of torch, no driver or "
+            "no GPU); train with --device cpu"
+        )
+    # The invertible parts stay FP32 as on the CPU (cuDNN would run their convs, the Haar
+    # transform among them, in TF32: 10-bit mantissas); fixed crop shapes: autotune once.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    return torch.device("cuda")
+
+
 class Trainer:
     """Owns the model, optimizer, schedule, sampler and run directory of one run."""
 
@@ -300,8 +331,10 @@ class Trainer:
         run_dir: str | os.PathLike[str],
         progress: bool = True,
         log: Callable[[str], None] = print,
+        device: str = "cpu",
     ) -> None:
         self.cfg = cfg
+        self.device = training_device(device, cfg.stage)
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.log = log
@@ -314,9 +347,9 @@ class Trainer:
             raise IRNError(f"--stage plus fine-tunes an IRN (IRN+); {cfg.model} has no such stage")
         check_compression_settings(cfg, self.model)
         self.crm: CRMStage | None = CRMStage(cfg, progress) if cfg.stage == "crm" else None
-        self.conv_dtype = conv_compute_dtype(cfg.conv_dtype)
+        self.conv_dtype = conv_compute_dtype(cfg.conv_dtype, self.device)
         set_conv_compute_dtype(self.model, self.conv_dtype)
-        self.model.to(memory_format=TRAIN_MEMORY_FORMAT)
+        self.model.to(device=self.device, memory_format=TRAIN_MEMORY_FORMAT)
         self.model.train()
         trained = self.model.parameters()
         if cfg.stage == "code":
@@ -622,7 +655,8 @@ class Trainer:
         try:
             while self.step < end and not self._stop_requested:
                 hr, lr_guide = self.sampler.batch(cfg.batch)
-                hr = hr.contiguous(memory_format=TRAIN_MEMORY_FORMAT)
+                hr = hr.to(self.device).contiguous(memory_format=TRAIN_MEMORY_FORMAT)
+                lr_guide = lr_guide.to(self.device)
                 if self.plus is not None:
                     losses = self._plus_step(hr, lr_guide)
                 else:
