@@ -134,8 +134,9 @@ def test_settings_a_stage_would_ignore_are_refused(tmp_path: Path, frozen_irn: P
     cases = [
         (tiny_train_config(lr_jpeg=(50,)), "--lr-jpeg applies to --stage jpeg"),
         (tiny_train_config(lr_noise=2.0), "--lr-noise and --jpeg-mode apply"),
-        (tiny_train_config(crm_irn=str(frozen_irn)), "--crm-irn and --lr-cache apply"),
-        (tiny_train_config(lr_cache="x"), "--crm-irn and --lr-cache apply"),
+        (tiny_train_config(crm_irn=str(frozen_irn)), "--crm-irn, --lr-cache and --crm-loss"),
+        (tiny_train_config(lr_cache="x"), "--crm-irn, --lr-cache and --crm-loss apply"),
+        (tiny_train_config(crm_loss="hr"), "--crm-irn, --lr-cache and --crm-loss apply"),
         (tiny_train_config(model="crm_small"), "train it with --stage crm"),
         (jpeg_config(init_from=None), "give --init-from"),
         (jpeg_config(lr_jpeg=()), "needs --lr-jpeg qualities or --lr-noise"),
@@ -243,13 +244,50 @@ def test_crm_steps_lower_the_loss(
     lr, _ = CropSampler(trainer.crm.lr_images(patch, tmp_path), 16, 1, seed=5).batch(8)
     gen = torch.Generator()
     with torch.no_grad():
-        before, terms = trainer.crm.losses(trainer.model, lr, gen)
+        before, terms = trainer.crm.losses(trainer.model, lr, lr, gen)
     assert before.item() == terms["jpeg_l2"]
     trainer.run(patch, max_steps=60)
     with torch.no_grad():
-        after, _ = trainer.crm.losses(trainer.model.eval(), lr, gen)
+        after, _ = trainer.crm.losses(trainer.model.eval(), lr, lr, gen)
     print(f"\nCRM loss / JPEG's own L2 on a fixed batch after 60 steps: {after / before:.3f}")
     assert after < 0.9 * before
+
+
+def test_paired_sampler_crops_hr_and_lr_alike() -> None:
+    # An HR made of 2x2 blocks of its LR: every HR crop must be its LR crop's blocks, through
+    # the random offsets, flips and transposes.
+    from irn_trt.train.data import PairedCropSampler
+
+    rng = np.random.default_rng(3)
+    lrs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((20, 31), (27, 18))]
+    hrs = [lr.repeat(2, axis=0).repeat(2, axis=1) for lr in lrs]
+    hr, lr = PairedCropSampler(hrs, lrs, 16, 2, seed=1).batch(12)
+    assert hr.shape == (12, 3, 16, 16) and lr.shape == (12, 3, 8, 8)
+    assert torch.equal(hr, lr.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+    assert len({tuple(x.flatten()[:8].tolist()) for x in lr}) > 6  # the crops differ
+
+
+def test_crm_hr_loss_is_the_frozen_ups_error(
+    tmp_path: Path, images: list[np.ndarray], frozen_irn: Path
+) -> None:
+    # --crm-loss hr: a fresh CRM is the identity, so the first loss is the Charbonnier error
+    # of the frozen up of the JPEG'd LR against the HR crop (the deployed path, z = 0).
+    from irn_trt.train.jpeg import real_jpeg
+    from irn_trt.train.models import quantize
+
+    cfg = crm_config(frozen_irn, model="crm_small", lr_jpeg=(40,), crm_loss="hr", batch=3)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    hr, lr = trainer.crm.sampler(images, tmp_path, seed=2).batch(3)
+    assert hr.shape[-1] == 32 and lr.shape[-1] == 16
+    with torch.no_grad():
+        loss, terms = trainer.crm.losses(trainer.model, hr, lr, torch.Generator())
+        rec = trainer.crm.rescaler.inverse(quantize(real_jpeg(lr, [40] * 3)))
+    expected = torch.sum(torch.sqrt((hr - rec) ** 2 + 1e-6)) / 3
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["jpeg_l2"] > 0 and loss.item() > terms["jpeg_l2"]
+    # It trains: two steps through the frozen up, logged like the LR loss.
+    trainer.run(images, max_steps=2)
+    assert [int(r["step"]) for r in read_log(tmp_path / "run")] == [1, 2]
 
 
 def test_cli_trains_a_crm_and_irn_eval_scores_it(

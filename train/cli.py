@@ -39,7 +39,7 @@ _FIELDS = (
     "checkpoint_every", "val_every", "val_dir", "init_from", "grad_clip",
     "stage", "disc_pretrain", "vgg_weights", "min_lr_psnr", "lambda_code", "lambda_logdet",
     "lambda_range", "lambda_guide",
-    "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache", "conv_dtype",
+    "lr_jpeg", "jpeg_mode", "lr_noise", "crm_irn", "lr_cache", "crm_loss", "conv_dtype",
 )  # fmt: skip
 # What a resume may change: the length of the run, its learning rate (scaled through the
 # schedule already passed), the arithmetic of its conv stacks and best/'s LR floor.
@@ -184,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stage crm: folder for the frozen rescaler's LR of every training image, computed "
         "once (default: RUN_DIR/lr_cache; give the CRM runs of one rescaler the same folder to "
         "compute it once for all; entries are keyed by checkpoint and image)",
+    )
+    p.add_argument(
+        "--crm-loss",
+        choices=["lr", "hr"],
+        help="stage crm: lr = L2 between the restored and the uncompressed LR (default, the "
+        "seed's); hr = Charbonnier between the HR and the frozen --crm-irn's up of the "
+        "restored LR (8-bit, z = 0, as deployed): for a JPEG-robust up, which learnt JPEG'd "
+        "LRs rather than clean ones",
     )
     p.add_argument(
         "--disc-pretrain",

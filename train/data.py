@@ -15,7 +15,7 @@ from irn_trt.runtime.image_io import list_images, read_rgb
 from irn_trt.runtime.resize import imresize
 from tqdm import tqdm
 
-__all__ = ["CropSampler", "load_folders"]
+__all__ = ["CropSampler", "PairedCropSampler", "load_folders"]
 
 
 def load_folders(
@@ -80,3 +80,50 @@ class CropSampler:
     def set_state(self, state: str) -> None:
         st: dict[str, Any] = json.loads(state)
         self.rng.bit_generator.state = st
+
+
+class PairedCropSampler(CropSampler):
+    """Aligned crops of HR images and of given LR images ``scale`` times smaller (the
+    frozen rescaler's LRs of stage crm, ``--crm-loss hr``): the same offsets (multiples of
+    ``scale``), flips and transpose on both. One generator, saved like CropSampler's."""
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        lr_images: Sequence[np.ndarray],
+        crop: int,
+        scale: int,
+        seed: int,
+    ) -> None:
+        super().__init__(images, crop, scale, seed)
+        self.lr_images = list(lr_images)
+        for hr, lr in zip(self.images, self.lr_images, strict=True):
+            if lr.shape[0] * scale > hr.shape[0] or lr.shape[1] * scale > hr.shape[1]:
+                raise IRNError(f"LR {lr.shape} is not 1/{scale} of its HR {hr.shape}")
+
+    def _pair(self) -> tuple[np.ndarray, np.ndarray]:
+        i = int(self.rng.integers(len(self.images)))
+        hr_img, lr_img = self.images[i], self.lr_images[i]
+        s, lc = self.scale, self.crop // self.scale
+        top = int(self.rng.integers(lr_img.shape[0] - lc + 1))
+        left = int(self.rng.integers(lr_img.shape[1] - lc + 1))
+        hr = hr_img[top * s : (top + lc) * s, left * s : (left + lc) * s]
+        lr = lr_img[top : top + lc, left : left + lc]
+        hflip, vflip, transpose = self.rng.integers(2, size=3)
+        if hflip:
+            hr, lr = hr[:, ::-1], lr[:, ::-1]
+        if vflip:
+            hr, lr = hr[::-1], lr[::-1]
+        if transpose:
+            hr, lr = hr.transpose(1, 0, 2), lr.transpose(1, 0, 2)
+        return np.ascontiguousarray(hr), np.ascontiguousarray(lr)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(HR, LR) as float32 NCHW tensors in [0, 1]."""
+        pairs = [self._pair() for _ in range(size)]
+
+        def to_t(arrs: list[np.ndarray]) -> torch.Tensor:
+            a = np.stack(arrs).astype(np.float32) / 255.0
+            return torch.from_numpy(a.transpose(0, 3, 1, 2).copy())
+
+        return to_t([p[0] for p in pairs]), to_t([p[1] for p in pairs])

@@ -102,6 +102,11 @@ class TrainConfig:
     crm_irn: str | None = None
     # Stage "crm": where the frozen rescaler's LRs are cached (None: RUN_DIR/lr_cache).
     lr_cache: str | None = None
+    # Stage "crm": what the CRM's loss compares. "lr": L2 between the restored and the
+    # uncompressed LR (the seed's). "hr": Charbonnier between the HR and the frozen
+    # rescaler's up of the restored LR (rounded to 8 bits, as deployed), so the CRM
+    # serves the up it feeds (a JPEG-robust up learnt JPEG'd LRs, not clean ones).
+    crm_loss: Literal["lr", "hr"] = "lr"
     # Arithmetic of the ordinary conv stacks (IRN's dense blocks, FGRN's encoder/decoder)
     # in training; "bfloat16" needs a CPU with native BF16 (AVX-512 BF16 or AMX). The
     # invertible parts, validation and every export stay in FP32.

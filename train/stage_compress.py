@@ -12,7 +12,8 @@ recipe.
 ``--stage crm`` trains a compression restore module on the LRs of a frozen rescaler
 (``--crm-irn``, normally the noise-robust one): each LR crop is compressed with real
 JPEG at the CRM's quality (one, or one per image for a quality-conditioned CRM) and
-the CRM is trained with L2 to the uncompressed 8-bit LR. The frozen rescaler's LR of
+the CRM is trained with L2 to the uncompressed 8-bit LR (``--crm-loss lr``), or through
+the frozen ``up`` against the HR (``--crm-loss hr``). The frozen rescaler's LR of
 every training image is computed once, on the whole image (as the runtime's ``down``
 makes it), and cached as PNG in ``RUN_DIR/lr_cache/<checkpoint sha>/`` (or
 ``--lr-cache DIR``, which the CRM runs of one rescaler can share); crops come from
@@ -36,6 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import checkpoint_sha256, load_checkpoint
+from .data import CropSampler, PairedCropSampler
 from .evaluate import (
     CompressedScore,
     check_compressible,
@@ -46,6 +48,7 @@ from .evaluate import (
 )
 from .jpeg import real_jpeg, simulate_jpeg
 from .models import CompressionRestorer, InvertibleRescaler, Rescaler, quantize
+from .modules import set_conv_compute_dtype
 from .recipe import TrainConfig
 
 __all__ = ["CRM_LOG_COLUMNS", "CRMStage", "check_compression_settings", "lr_degrader"]
@@ -67,8 +70,8 @@ def check_compression_settings(cfg: TrainConfig, model: torch.nn.Module) -> None
         raise IRNError("--lr-jpeg applies to --stage jpeg and --stage crm only")
     if cfg.stage != "jpeg" and (cfg.lr_noise or cfg.jpeg_mode != "real"):
         raise IRNError("--lr-noise and --jpeg-mode apply to --stage jpeg only")
-    if cfg.stage != "crm" and (cfg.crm_irn or cfg.lr_cache):
-        raise IRNError("--crm-irn and --lr-cache apply to --stage crm only")
+    if cfg.stage != "crm" and (cfg.crm_irn or cfg.lr_cache or cfg.crm_loss != "lr"):
+        raise IRNError("--crm-irn, --lr-cache and --crm-loss apply to --stage crm only")
     if cfg.lr_noise < 0:
         raise IRNError(f"--lr-noise must be >= 0, got {cfg.lr_noise}")
     if cfg.stage == "jpeg":
@@ -140,6 +143,7 @@ class CRMStage:
         self.sha = checkpoint_sha256(cfg.crm_irn)
         self.progress = progress
         self.cache_root = cfg.lr_cache
+        self.loss_space = cfg.crm_loss
         if cfg.crop % self.scale or cfg.crop // self.scale < 8:
             raise IRNError(
                 f"--crop {cfg.crop} (HR px) must be a multiple of {cfg.crm_irn}'s scale "
@@ -175,9 +179,18 @@ class CRMStage:
         return out
 
     def losses(
-        self, crm: CompressionRestorer, lr: torch.Tensor, generator: torch.Generator
+        self,
+        crm: CompressionRestorer,
+        first: torch.Tensor,
+        second: torch.Tensor,
+        generator: torch.Generator,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """L2 (sum over C, H, W, mean over the batch) between the restored and clean LR."""
+        """The CRM's loss on a batch from :meth:`sampler`: ``--crm-loss lr``, L2 (sum over
+        C, H, W, mean over the batch) between the restored and clean LR (``first``);
+        ``hr``, Charbonnier (as IRN's reconstruction) between the HR crop (``first``) and
+        the frozen up of the restored LR (``second`` is the clean LR), rounded to 8 bits
+        with a straight-through gradient, z = 0."""
+        lr = first if self.loss_space == "lr" else second
         b = lr.shape[0]
         if len(self.qualities) == 1:
             qs = [self.qualities[0]] * b
@@ -187,9 +200,26 @@ class CRMStage:
         jpeg = real_jpeg(lr, qs).detach()
         quality = torch.tensor(qs, dtype=lr.dtype) if crm.config.conditioned else None
         restored = crm(jpeg, quality)
-        loss = torch.sum((restored - lr) ** 2) / b
+        if self.loss_space == "lr":
+            loss = torch.sum((restored - lr) ** 2) / b
+        else:
+            rec = self.rescaler.inverse(quantize(restored, straight_through=True))
+            loss = torch.sum(torch.sqrt((first - rec) ** 2 + 1e-6)) / b
         base = torch.sum((jpeg - lr) ** 2).item() / b
         return loss, {"recon": loss.item(), "guide": 0.0, "distr": 0.0, "jpeg_l2": base}
+
+    def sampler(self, images: Sequence[np.ndarray], run_dir: Path, seed: int) -> CropSampler:
+        """Crops for :meth:`losses`: of the frozen rescaler's LRs (``lr``), or aligned HR and
+        LR crops (``hr``)."""
+        lrs = self.lr_images(images, run_dir)
+        if self.loss_space == "lr":
+            return CropSampler(lrs, self.lr_crop, 1, seed)
+        hrs = [modcrop(img, self.scale) for img in images]
+        return PairedCropSampler(hrs, lrs, self.lr_crop * self.scale, self.scale, seed)
+
+    def set_conv_compute_dtype(self, dtype: torch.dtype | None) -> None:
+        """The frozen rescaler's conv arithmetic (``hr``: its up runs in every step)."""
+        set_conv_compute_dtype(self.rescaler, dtype)
 
     def validate(
         self, crm: CompressionRestorer, images: Sequence[tuple[str, np.ndarray]]

@@ -349,6 +349,8 @@ class Trainer:
         self.crm: CRMStage | None = CRMStage(cfg, progress) if cfg.stage == "crm" else None
         self.conv_dtype = conv_compute_dtype(cfg.conv_dtype, self.device)
         set_conv_compute_dtype(self.model, self.conv_dtype)
+        if self.crm is not None and cfg.crm_loss == "hr":
+            self.crm.set_conv_compute_dtype(self.conv_dtype)
         self.model.to(device=self.device, memory_format=TRAIN_MEMORY_FORMAT)
         self.model.train()
         trained = self.model.parameters()
@@ -604,10 +606,14 @@ class Trainer:
         :meth:`CRMStage.validate`."""
         # Scored as deployed: FP32 throughout, whatever the training arithmetic.
         set_conv_compute_dtype(self.model, None)
+        if self.crm is not None:
+            self.crm.set_conv_compute_dtype(None)
         try:
             return self._validate_fp32(images)
         finally:
             set_conv_compute_dtype(self.model, self.conv_dtype)
+            if self.crm is not None and self.cfg.crm_loss == "hr":
+                self.crm.set_conv_compute_dtype(self.conv_dtype)
 
     def _validate_fp32(
         self, images: Sequence[tuple[str, np.ndarray]]
@@ -635,8 +641,7 @@ class Trainer:
             images = load_folders(cfg.data, cfg.crop, progress=self.progress)
         if self.crm is not None:
             # The CRM trains on the frozen rescaler's LRs: crops of crop / scale LR px.
-            images = self.crm.lr_images(images, self.run_dir)
-            self.sampler = CropSampler(images, self.crm.lr_crop, 1, cfg.seed)
+            self.sampler = self.crm.sampler(images, self.run_dir, cfg.seed)
         else:
             self.sampler = CropSampler(images, cfg.crop, self.model.scale, cfg.seed)
         pending = getattr(self, "_pending_sampler_state", None)
@@ -663,7 +668,9 @@ class Trainer:
                     if cfg.stage == "code":
                         losses = code_losses(self.model, hr, cfg)
                     elif self.crm is not None:
-                        total, terms = self.crm.losses(self.model, hr, self.generator)  # type: ignore[arg-type]
+                        total, terms = self.crm.losses(
+                            self.model, hr, lr_guide, self.generator,  # type: ignore[arg-type]
+                        )  # fmt: skip
                         losses = LossTerms(total, terms)
                     else:
                         losses = model_losses(
