@@ -67,6 +67,13 @@ REFERENCE = {
         "lr_psnr": 43.7798,
         "lr_ssim": 0.9967,
     },
+    "irn_x2_jpeg": {
+        "sha256": "3f0fe67fb8fcabf86254c0f5d7faae4d3cca684e842703709524d5bba7f41c48",
+        "psnr": 39.0128,
+        "ssim": 0.95243,
+        "lr_psnr": 45.3456,
+        "lr_ssim": 0.98901,
+    },
     "irn_x4_jpeg": {
         "sha256": "cfbf45923798bd868bb66d16e68f63ca0033ee42196d43ed57739eddd285e349",
         "psnr": 33.8127,
