@@ -290,6 +290,37 @@ def test_crm_hr_loss_is_the_frozen_ups_error(
     assert [int(r["step"]) for r in read_log(tmp_path / "run")] == [1, 2]
 
 
+def test_crm_hr_loss_runs_the_frozen_up_in_bf16_only_in_its_steps(
+    tmp_path: Path, images: list[np.ndarray], frozen_irn: Path
+) -> None:
+    # --conv-dtype applies to the frozen rescaler inside the loss only: its LR cache (which
+    # runs share by checkpoint) and the validation stay FP32.
+    from irn_trt.train.modules import ConvCompute
+    from irn_trt.train.stage_compress import CRMStage
+    from irn_trt.train.trainer import native_bf16
+
+    if not native_bf16():
+        pytest.skip("this CPU has no native BF16")
+    settings = dict(model="crm_small", lr_jpeg=(40,), crm_loss="hr")
+    trainer = Trainer(
+        crm_config(frozen_irn, conv_dtype="bfloat16", **settings), tmp_path / "run", progress=False
+    )
+    stacks = [m for m in trainer.crm.rescaler.modules() if isinstance(m, ConvCompute)]
+    assert stacks and trainer.crm.rescaler_train_dtype == torch.bfloat16
+    fp32 = CRMStage(crm_config(frozen_irn, **settings), progress=False)
+    cached = trainer.crm.lr_images(images[:2], tmp_path / "a")
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(cached, fp32.lr_images(images[:2], tmp_path / "b"), strict=True)
+    )
+    hr, lr = trainer.crm.sampler(images, tmp_path, seed=2).batch(2)
+    loss_bf16, _ = trainer.crm.losses(trainer.model, hr, lr, torch.Generator())
+    loss_fp32, _ = fp32.losses(trainer.model, hr, lr, torch.Generator())
+    assert loss_bf16.item() != loss_fp32.item()  # the step's up did run in BF16
+    assert loss_bf16.item() == pytest.approx(loss_fp32.item(), rel=1e-2)
+    assert all(m.compute_dtype is None for m in stacks)  # and FP32 again after it
+
+
 def test_cli_trains_a_crm_and_irn_eval_scores_it(
     tmp_path: Path, train_dir: Path, frozen_irn: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -144,6 +144,7 @@ class CRMStage:
         self.progress = progress
         self.cache_root = cfg.lr_cache
         self.loss_space = cfg.crm_loss
+        self.rescaler_train_dtype: torch.dtype | None = None
         if cfg.crop % self.scale or cfg.crop // self.scale < 8:
             raise IRNError(
                 f"--crop {cfg.crop} (HR px) must be a multiple of {cfg.crm_irn}'s scale "
@@ -203,7 +204,13 @@ class CRMStage:
         if self.loss_space == "lr":
             loss = torch.sum((restored - lr) ** 2) / b
         else:
-            rec = self.rescaler.inverse(quantize(restored, straight_through=True))
+            # The training arithmetic applies to this pass only: the LR cache and validation
+            # run the frozen rescaler in FP32.
+            set_conv_compute_dtype(self.rescaler, self.rescaler_train_dtype)
+            try:
+                rec = self.rescaler.inverse(quantize(restored, straight_through=True))
+            finally:
+                set_conv_compute_dtype(self.rescaler, None)
             loss = torch.sum(torch.sqrt((first - rec) ** 2 + 1e-6)) / b
         base = torch.sum((jpeg - lr) ** 2).item() / b
         return loss, {"recon": loss.item(), "guide": 0.0, "distr": 0.0, "jpeg_l2": base}
@@ -218,8 +225,9 @@ class CRMStage:
         return PairedCropSampler(hrs, lrs, self.lr_crop * self.scale, self.scale, seed)
 
     def set_conv_compute_dtype(self, dtype: torch.dtype | None) -> None:
-        """The frozen rescaler's conv arithmetic (``hr``: its up runs in every step)."""
-        set_conv_compute_dtype(self.rescaler, dtype)
+        """The frozen rescaler's conv arithmetic in the steps of ``--crm-loss hr`` (its up runs
+        in every step); the LR cache and validation stay FP32."""
+        self.rescaler_train_dtype = dtype
 
     def validate(
         self, crm: CompressionRestorer, images: Sequence[tuple[str, np.ndarray]]

@@ -349,7 +349,7 @@ class Trainer:
         self.crm: CRMStage | None = CRMStage(cfg, progress) if cfg.stage == "crm" else None
         self.conv_dtype = conv_compute_dtype(cfg.conv_dtype, self.device)
         set_conv_compute_dtype(self.model, self.conv_dtype)
-        if self.crm is not None and cfg.crm_loss == "hr":
+        if self.crm is not None:
             self.crm.set_conv_compute_dtype(self.conv_dtype)
         self.model.to(device=self.device, memory_format=TRAIN_MEMORY_FORMAT)
         self.model.train()
@@ -606,14 +606,10 @@ class Trainer:
         :meth:`CRMStage.validate`."""
         # Scored as deployed: FP32 throughout, whatever the training arithmetic.
         set_conv_compute_dtype(self.model, None)
-        if self.crm is not None:
-            self.crm.set_conv_compute_dtype(None)
         try:
             return self._validate_fp32(images)
         finally:
             set_conv_compute_dtype(self.model, self.conv_dtype)
-            if self.crm is not None and self.cfg.crm_loss == "hr":
-                self.crm.set_conv_compute_dtype(self.conv_dtype)
 
     def _validate_fp32(
         self, images: Sequence[tuple[str, np.ndarray]]
