@@ -37,6 +37,26 @@ def load_folders(
     return images
 
 
+def _augment(rng: np.random.Generator, *patches: np.ndarray) -> list[np.ndarray]:
+    """One random h-flip, v-flip and transpose, the same for every patch (contiguous)."""
+    hflip, vflip, transpose = rng.integers(2, size=3)
+    out = []
+    for p in patches:
+        if hflip:
+            p = p[:, ::-1]
+        if vflip:
+            p = p[::-1]
+        if transpose:
+            p = p.transpose(1, 0, 2)
+        out.append(np.ascontiguousarray(p))
+    return out
+
+
+def _nchw(batch: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) floats in [0, 1] -> float32 NCHW tensor."""
+    return torch.from_numpy(batch.transpose(0, 3, 1, 2).astype(np.float32))
+
+
 class CropSampler:
     """Random HR crops with h-flip, v-flip and transpose, plus their bicubic guidance LR.
 
@@ -57,22 +77,14 @@ class CropSampler:
         h, w = img.shape[:2]
         top = int(self.rng.integers(h - self.crop + 1))
         left = int(self.rng.integers(w - self.crop + 1))
-        patch = img[top : top + self.crop, left : left + self.crop]
-        hflip, vflip, transpose = self.rng.integers(2, size=3)
-        if hflip:
-            patch = patch[:, ::-1]
-        if vflip:
-            patch = patch[::-1]
-        if transpose:
-            patch = patch.transpose(1, 0, 2)
-        return np.ascontiguousarray(patch)
+        (patch,) = _augment(self.rng, img[top : top + self.crop, left : left + self.crop])
+        return patch
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(HR, guidance LR) as float32 NCHW tensors in [0, 1] (scale 1: the HR itself)."""
         hr = np.stack([self._one() for _ in range(size)]).astype(np.float64) / 255.0
         lr = hr if self.scale == 1 else np.stack([imresize(p, 1.0 / self.scale) for p in hr])
-        to_t = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).astype(np.float32))  # noqa: E731
-        return to_t(hr), to_t(lr)
+        return _nchw(hr), _nchw(lr)
 
     def state(self) -> str:
         return json.dumps(self.rng.bit_generator.state)
@@ -109,21 +121,10 @@ class PairedCropSampler(CropSampler):
         left = int(self.rng.integers(lr_img.shape[1] - lc + 1))
         hr = hr_img[top * s : (top + lc) * s, left * s : (left + lc) * s]
         lr = lr_img[top : top + lc, left : left + lc]
-        hflip, vflip, transpose = self.rng.integers(2, size=3)
-        if hflip:
-            hr, lr = hr[:, ::-1], lr[:, ::-1]
-        if vflip:
-            hr, lr = hr[::-1], lr[::-1]
-        if transpose:
-            hr, lr = hr.transpose(1, 0, 2), lr.transpose(1, 0, 2)
-        return np.ascontiguousarray(hr), np.ascontiguousarray(lr)
+        hr, lr = _augment(self.rng, hr, lr)
+        return hr, lr
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(HR, LR) as float32 NCHW tensors in [0, 1]."""
-        pairs = [self._pair() for _ in range(size)]
-
-        def to_t(arrs: list[np.ndarray]) -> torch.Tensor:
-            a = np.stack(arrs).astype(np.float32) / 255.0
-            return torch.from_numpy(a.transpose(0, 3, 1, 2).copy())
-
-        return to_t([p[0] for p in pairs]), to_t([p[1] for p in pairs])
+        hrs, lrs = zip(*(self._pair() for _ in range(size)), strict=True)
+        return _nchw(np.stack(hrs) / 255.0), _nchw(np.stack(lrs) / 255.0)
