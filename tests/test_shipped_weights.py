@@ -46,6 +46,13 @@ REFERENCE = {
         "lr_psnr": 44.1764,
         "lr_ssim": 0.99688,
     },
+    "irn_m_x4": {
+        "sha256": "d8e76cb0108e03d3639d506bbac34c002ea444eb228156507e4b3ba317de7463",
+        "psnr": 37.3349,
+        "ssim": 0.93488,
+        "lr_psnr": 44.0315,
+        "lr_ssim": 0.99688,
+    },
     "irn_x2": {
         "sha256": "4b418ab224d238b6263099ca377c5d6863fa25b616f9b5e0c757e1a1b961f6a4",
         "psnr": 43.6785,
