@@ -32,6 +32,13 @@ from irn_trt.train.trainer import LR_VALID_PSNR_DB
 CROP = 96  # a multiple of every shipped scale, so mod-crop keeps it whole
 #: Mean Y-PSNR (dB) / SSIM of the round trip and of the LR vs MATLAB bicubic on the crops.
 REFERENCE = {
+    "irn_a_x2": {
+        "sha256": "4e938c6933d16fee64be4313ba873ee2b59bcc4222f5ffb1e5e0ad9d9336ac3c",
+        "psnr": 46.6102,
+        "ssim": 0.98949,
+        "lr_psnr": 49.9926,
+        "lr_ssim": 0.99751,
+    },
     "irn_a_x4": {
         "sha256": "5ac56e440ba23cb41b3e74373b6126a757385399e7226d037fbb656321b16e37",
         "psnr": 38.623,
