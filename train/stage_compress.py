@@ -49,6 +49,7 @@ from .evaluate import (
 from .jpeg import real_jpeg, simulate_jpeg
 from .models import CompressionRestorer, InvertibleRescaler, Rescaler, quantize
 from .modules import set_conv_compute_dtype
+from .perceptual import charbonnier_sum
 from .recipe import TrainConfig
 
 __all__ = ["CRM_LOG_COLUMNS", "CRMStage", "check_compression_settings", "lr_degrader"]
@@ -144,6 +145,8 @@ class CRMStage:
         self.progress = progress
         self.cache_root = cfg.lr_cache
         self.loss_space = cfg.crm_loss
+        # The frozen rescaler's conv arithmetic inside the steps of ``--crm-loss hr`` (the
+        # trainer sets its --conv-dtype); the LR cache and validation stay FP32.
         self.rescaler_train_dtype: torch.dtype | None = None
         if cfg.crop % self.scale or cfg.crop // self.scale < 8:
             raise IRNError(
@@ -211,7 +214,7 @@ class CRMStage:
                 rec = self.rescaler.inverse(quantize(restored, straight_through=True))
             finally:
                 set_conv_compute_dtype(self.rescaler, None)
-            loss = torch.sum(torch.sqrt((first - rec) ** 2 + 1e-6)) / b
+            loss = charbonnier_sum(first, rec)
         base = torch.sum((jpeg - lr) ** 2).item() / b
         return loss, {"recon": loss.item(), "guide": 0.0, "distr": 0.0, "jpeg_l2": base}
 
@@ -223,11 +226,6 @@ class CRMStage:
             return CropSampler(lrs, self.lr_crop, 1, seed)
         hrs = [modcrop(img, self.scale) for img in images]
         return PairedCropSampler(hrs, lrs, self.lr_crop * self.scale, self.scale, seed)
-
-    def set_conv_compute_dtype(self, dtype: torch.dtype | None) -> None:
-        """The frozen rescaler's conv arithmetic in the steps of ``--crm-loss hr`` (its up runs
-        in every step); the LR cache and validation stay FP32."""
-        self.rescaler_train_dtype = dtype
 
     def validate(
         self, crm: CompressionRestorer, images: Sequence[tuple[str, np.ndarray]]

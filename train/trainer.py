@@ -47,6 +47,7 @@ from .models import (
     quantize,
 )
 from .modules import set_conv_compute_dtype
+from .perceptual import charbonnier_sum
 from .recipe import (
     CONV_DTYPES,
     LR_VALID_PSNR_DB,
@@ -139,7 +140,7 @@ def irn_losses(
     if lr_degrade is not None:
         lr_q = lr_degrade(lr_q)
     rec = model.inverse(lr_q, z_rec)
-    l_recon = cfg.lambda_recon * torch.sum(torch.sqrt((hr - rec) ** 2 + 1e-6)) / b
+    l_recon = cfg.lambda_recon * charbonnier_sum(hr, rec)
     total = l_guide + l_distr + l_recon
     if "code" in terms:
         total = total + l_code
@@ -350,7 +351,7 @@ class Trainer:
         self.conv_dtype = conv_compute_dtype(cfg.conv_dtype, self.device)
         set_conv_compute_dtype(self.model, self.conv_dtype)
         if self.crm is not None:
-            self.crm.set_conv_compute_dtype(self.conv_dtype)
+            self.crm.rescaler_train_dtype = self.conv_dtype
         self.model.to(device=self.device, memory_format=TRAIN_MEMORY_FORMAT)
         self.model.train()
         trained = self.model.parameters()
