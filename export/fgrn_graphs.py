@@ -60,6 +60,13 @@ class _FGRNNet(nn.Module):
         self.register_buffer(
             "squeeze", squeeze_weight(model.in_channels, model.scale).to(spec.dtype)
         )
+        # The encoder's box-average skip (FGRNEncoder.image_skip) as a stride-f Conv:
+        # 1 / f² is exact in FP16 for f = 2, 4, 8.
+        self.image_skip = model.encoder.image_skip
+        if self.image_skip:
+            c, f = model.in_channels, model.scale
+            box = torch.eye(c).view(c, c, 1, 1).repeat(1, 1, f, f) / (f * f)
+            self.register_buffer("box", box.to(spec.dtype))
         if spec.coupling_fp32:
             for cell in self.fgm.cells:
                 cell.scale_dtype = torch.float32
@@ -67,7 +74,10 @@ class _FGRNNet(nn.Module):
     def down(self, x: torch.Tensor) -> torch.Tensor:
         enc = self.encoder
         h = enc.head(F.conv2d(x, self.squeeze, stride=self.scale))
-        rep = _quantize(enc.tail(h + enc.body(h)))
+        out = enc.tail(h + enc.body(h))
+        if self.image_skip:
+            out = out + F.conv2d(x, self.box, stride=self.scale)
+        rep = _quantize(out)
         return self.fgm(rep)
 
     def up(self, y: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,13 @@ from irn_trt.runtime.image_io import read_image, read_rgb
 from irn_trt.runtime.metrics import psnr
 from irn_trt.runtime.resize import imresize
 from irn_trt.train.checkpoint import load_checkpoint, save_checkpoint
-from irn_trt.train.configs import FGRNConfig, config_from_dict, get_config, list_models
+from irn_trt.train.configs import (
+    FGRNConfig,
+    architecture_differences,
+    config_from_dict,
+    get_config,
+    list_models,
+)
 from irn_trt.train.data import CropSampler
 from irn_trt.train.evaluate import evaluate_model, to_tensor, to_uint8
 from irn_trt.train.models import (
@@ -34,7 +40,7 @@ from irn_trt.train.models import (
     quantize,
     randomize_weights,
 )
-from irn_trt.train.modules import FlowGuidance
+from irn_trt.train.modules import FGRNEncoder, FlowGuidance
 from irn_trt.train.recipe import TrainConfig, apply_preset
 from irn_trt.train.trainer import Trainer, fgrn_losses, model_losses
 from train_support import params_equal, read_log, straight_and_split_runs, tiny_val_folder
@@ -159,11 +165,51 @@ def test_rolled_flow_updates_every_channel_from_every_other() -> None:
         first_cell = plain.cells[0]
         expected = first_cell(torch.cat((x[:, 2:], x[:, :2]), dim=1))
         torch.testing.assert_close(rolled.cells[0](rolled._roll(x)), expected)
-    # A fresh rolled flow is the cyclic shift itself (K rolls of one channel), exactly.
-    fresh = FlowGuidance(3, cells=4, split=1, growth=8, roll_channels=True).double()
+    # The rolls are undone after the last cell: a fresh rolled flow is the identity,
+    # exactly, whether the number of cells is a multiple of the channels' or not.
+    for cells in (3, 4, 5):
+        fresh = FlowGuidance(3, cells=cells, split=1, growth=8, roll_channels=True).double()
+        with torch.no_grad():
+            assert torch.equal(fresh(x), x)
+            assert torch.equal(fresh.forward_with_logdet(x)[0], x)
+            assert torch.equal(fresh.inverse(x), x)
+
+
+def test_encoder_image_skip_starts_at_the_box_average_and_exports_with_parity(
+    tmp_path: Path, set5_crop_images
+) -> None:
+    """fgrn_x4's encoder adds the HR's box average to its output: fresh, the encoder
+    gives the box-downscaled image and, the flow being the identity, so does the LR; the
+    export computes the same skip as a strided Conv, at FP32 and FP16."""
+    cfg = tiny(4, flow_roll_channels=True, encoder_image_skip=True)
+    assert get_config("fgrn_x4").encoder_image_skip
+    assert not get_config("fgrn_x4_seed").encoder_image_skip
+    torch.manual_seed(0)  # the base initialisation
+    x = torch.rand(2, 3, 32, 24)
+    fresh = build_model(cfg).eval()
     with torch.no_grad():
-        assert torch.equal(fresh(x), torch.roll(x, 4, dims=1))
-        assert torch.equal(fresh.inverse(fresh(x)), x)
+        box = torch.nn.functional.avg_pool2d(x, 4)
+        assert torch.equal(fresh.encode(x), box)
+        assert (fresh(x)[0] - box).abs().max().item() <= 0.5 / 255 + 1e-6
+    d = cfg.to_dict()
+    del d["encoder_image_skip"]  # a config.json written before the option existed
+    assert config_from_dict(d).encoder_image_skip is False
+    with pytest.raises(ValueError, match="out_channels == in_channels"):
+        FGRNEncoder(4, 3, 8, 1, 4, image_skip=True)
+
+    model = randomize_weights(build_model(cfg), seed=3, std=0.003).eval()
+    with torch.no_grad():  # the skip still dominates: the representation stays in range
+        assert 0.02 < (model.encode(x) - box).abs().max().item() < 0.15
+    export_model(model, tmp_path / "m", verify_images=set5_crop_images)
+    from irn_trt.runtime.manifest import load_manifest
+
+    m = load_manifest(tmp_path / "m")
+    assert config_from_dict(m.architecture) == cfg
+    p = m.parity
+    assert p["down_fp32_vs_torch"]["equal_fraction"] >= 0.999
+    assert p["up_fp32_vs_torch"]["min_psnr_db"] >= 60
+    assert p["down_fp16_vs_fp32"]["within1_fraction"] >= 0.99
+    assert abs(p["e2e_fp16_minus_fp32_db"]) <= 0.1
 
 
 def test_configs_from_before_the_roll_option_keep_the_seeds_flow() -> None:
@@ -340,6 +386,22 @@ def test_resume_is_bit_identical(tmp_path: Path, images: list[np.ndarray]) -> No
     assert not params_equal(first.model, straight.model)
     losses = lambda d: [r["loss"] for r in read_log(d)]  # noqa: E731
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+
+
+def test_resume_refuses_a_registry_entry_redefined_since_the_run(
+    tmp_path: Path, images: list[np.ndarray]
+) -> None:
+    """The roll and the skip add no parameters, so a checkpoint of the seed's flow loads
+    into today's fgrn_x2 without a missing key: resume compares the architectures."""
+    cfg = fgrn_train_config(crop=16)
+    run = Trainer(cfg, tmp_path / "run", progress=False)
+    run.run(images, max_steps=1)
+    seed_form = replace(get_config("fgrn_x2"), flow_roll_channels=False, encoder_image_skip=False)
+    save_checkpoint(build_model(seed_form), tmp_path / "run" / "last")  # weights only
+    again = Trainer(cfg, tmp_path / "run", progress=False)
+    with pytest.raises(IRNError, match=r"another architecture .*encoder_image_skip, flow_roll"):
+        again.resume()
+    assert architecture_differences(get_config("fgrn_x4"), get_config("fgrn_x4")) == []
 
 
 def test_cli_trains_validates_and_irn_eval_scores_it(

@@ -200,7 +200,14 @@ class FlowGuidedRescaler(nn.Module):
         self.latent_channels = 0
         self.latent_code = None  # no side code: the LR is all that travels
         c = config.in_channels
-        self.encoder = FGRNEncoder(config.scale, c, config.features, config.encoder_blocks, c)
+        self.encoder = FGRNEncoder(
+            config.scale,
+            c,
+            config.features,
+            config.encoder_blocks,
+            c,
+            image_skip=config.encoder_image_skip,
+        )
         self.fgm = FlowGuidance(
             c,
             config.flow_cells,

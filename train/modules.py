@@ -487,21 +487,46 @@ class PixelShuffleUpsampler(nn.Module):
 
 class FGRNEncoder(ConvCompute):
     """G_d: squeeze, a 3x3 conv to ``features``, ``blocks`` residual blocks (with EDSR's
-    global skip), a 3x3 conv to ``out_channels``: the (unquantised) representation."""
+    global skip), a 3x3 conv to ``out_channels``: the (unquantised) representation.
+
+    ``image_skip`` (not in the seed; needs ``out_channels == in_channels``): the output
+    is added to the input's ``scale`` x ``scale`` box average, computed in the input's
+    dtype, and the last conv starts at zero, so a fresh encoder gives the box-downscaled
+    image. No parameter and no loss: the representation stays free, but starts where
+    the flow, itself an identity when fresh, maps it close to the bicubic LR.
+    """
 
     def __init__(
-        self, scale: int, in_channels: int, features: int, blocks: int, out_channels: int
+        self,
+        scale: int,
+        in_channels: int,
+        features: int,
+        blocks: int,
+        out_channels: int,
+        image_skip: bool = False,
     ) -> None:
         super().__init__()
+        if image_skip and out_channels != in_channels:
+            raise ValueError(
+                f"image_skip needs out_channels == in_channels, got {out_channels} / {in_channels}"
+            )
         self.scale = scale
+        self.image_skip = image_skip
         self.squeeze = SpaceToDepth(scale)
         self.head = nn.Conv2d(in_channels * scale * scale, features, 3, 1, 1)
         self.body = nn.Sequential(*(ResBlock(features) for _ in range(blocks)))
         self.tail = nn.Conv2d(features, out_channels, 3, 1, 1)
+        if image_skip:
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(self.squeeze(x))
         return self.tail(h + self.body(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out + F.avg_pool2d(x, self.scale) if self.image_skip else out
 
 
 class FGRNDecoder(ConvCompute):
@@ -549,9 +574,10 @@ class FlowGuidance(nn.Module):
     a fixed split (False, as in the seed) channel 0 is always the additive branch and
     channels 1.. never update each other directly. Fitted alone to the bicubic LR from a
     trained encoder's representations, a rolled flow gets closer than an unrolled one
-    (weights/MODEL_CARD.md, fgrn_x4). A permutation: no log-det term.
-    A fresh module is the identity up to that permutation (every dense block's last
-    conv starts at zero).
+    (weights/MODEL_CARD.md, fgrn_x4). After the last cell the K rolls are undone (one
+    fixed permutation), so a fresh module is the identity in both cases (every dense
+    block's last conv starts at zero) and the LR's channels keep the representation's
+    order. Permutations: no log-det term.
     """
 
     def __init__(
@@ -574,10 +600,20 @@ class FlowGuidance(nn.Module):
     def _unroll(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat((x[:, 1:], x[:, :1]), dim=1) if self.roll_channels else x
 
+    def _rolls_left(self, x: torch.Tensor) -> int:
+        """How far the cells' rolls leave the channels shifted (0 without rolls)."""
+        return len(self.cells) % x.shape[1] if self.roll_channels else 0
+
+    def _restore_order(self, x: torch.Tensor) -> torch.Tensor:
+        k = self._rolls_left(x)
+        return torch.cat((x[:, k:], x[:, :k]), dim=1) if k else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Each cell's own forward (not forward_with_logdet): it honours the cell's
+        # scale_dtype, the FP32 island of FP16 exports.
         for cell in self.cells:
             x = cell(self._roll(x))
-        return x
+        return self._restore_order(x)
 
     def forward_with_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F(x) and the sum over the cells of log|det J| per sample (shape (B,))."""
@@ -585,9 +621,12 @@ class FlowGuidance(nn.Module):
         for cell in self.cells:
             x, ld = cell.forward_with_logdet(self._roll(x))
             logdet = logdet + ld
-        return x, logdet
+        return self._restore_order(x), logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        k = self._rolls_left(y)
+        if k:
+            y = torch.cat((y[:, -k:], y[:, :-k]), dim=1)
         for cell in reversed(self.cells):
             y = self._unroll(cell.inverse(y))
         return y

@@ -28,6 +28,7 @@ from irn_trt.runtime.errors import IRNError
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from .configs import architecture_differences
 from .data import CropSampler, load_folders
 from .evaluate import (
     evaluate_compressed,
@@ -478,6 +479,14 @@ class Trainer:
     def resume(self) -> None:
         directory, state = self._saved_state()
         model, _ = load_checkpoint(directory)
+        # Equal parameter names do not make equal functions (FGRN's roll and skip have
+        # no parameters): a registry entry redefined since the run started is refused.
+        differences = architecture_differences(model.config, self.model.config)
+        if differences:
+            raise IRNError(
+                f"cannot resume: {directory} holds another architecture than the registry's "
+                f"{self.cfg.model} (differing: {', '.join(differences)})"
+            )
         self.model.load_state_dict(model.state_dict())
         self.model.train()
         self.optimizer.load_state_dict(state["optimizer"])
