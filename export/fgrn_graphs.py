@@ -5,7 +5,8 @@ NCHW, an RGB LR, no latent input), so the runtime runs them unchanged. Inside:
 
 * down: squeeze as a fixed one-hot strided ``Conv`` (exact, TensorRT-native; PyTorch's
   pixel-unshuffle would export as Reshape / Transpose with computed shapes), the
-  encoder, the 8-bit quantiser of the representation, the flow module F;
+  encoder (with ``encoder_image_skip``, plus the HR's box average as a fixed strided
+  ``Conv``), the 8-bit quantiser of the representation, the flow module F;
 * up: F's inverse, the quantiser, the decoder (its pixel shuffles become ONNX
   ``DepthToSpace``, mode CRD).
 
@@ -47,7 +48,8 @@ def _quantize(x: torch.Tensor) -> torch.Tensor:
 
 
 class _FGRNNet(nn.Module):
-    """A frozen copy of the model in the graph's dtype, with the squeeze as a Conv."""
+    """A frozen copy of the model in the graph's dtype, with the squeeze (and the
+    encoder's box-average skip, if any) as fixed Convs."""
 
     def __init__(self, model: FlowGuidedRescaler, spec: GraphSpec) -> None:
         super().__init__()

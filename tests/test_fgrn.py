@@ -401,6 +401,12 @@ def test_resume_refuses_a_registry_entry_redefined_since_the_run(
     again = Trainer(cfg, tmp_path / "run", progress=False)
     with pytest.raises(IRNError, match=r"another architecture .*encoder_image_skip, flow_roll"):
         again.resume()
+    # --init-from a checkpoint of the same name but the old form: refused too, naming the
+    # registry entry that has its architecture.
+    seed_x4 = tmp_path / "seed_x4"
+    save_checkpoint(build_model(replace(get_config("fgrn_x4_seed"), name="fgrn_x4")), seed_x4)
+    with pytest.raises(IRNError, match=r"another architecture .* registry's fgrn_x4_seed$"):
+        Trainer(replace(cfg, model="fgrn_x4", init_from=str(seed_x4)), tmp_path / "r2")
     assert architecture_differences(get_config("fgrn_x4"), get_config("fgrn_x4")) == []
 
 

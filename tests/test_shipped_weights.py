@@ -33,6 +33,13 @@ from irn_trt.train.trainer import LR_VALID_PSNR_DB
 CROP = 96  # a multiple of every shipped scale, so mod-crop keeps it whole
 #: Mean Y-PSNR (dB) / SSIM of the round trip and of the LR vs MATLAB bicubic on the crops.
 REFERENCE = {
+    "fgrn_x4": {
+        "sha256": "a881ea002486c8c0c428a9b0cc102f9e724bde6d4f4d01e66c52e36fa66d65d2",
+        "psnr": 34.4369,
+        "ssim": 0.91264,
+        "lr_psnr": 37.4493,
+        "lr_ssim": 0.99104,
+    },
     "irn_a_x2": {
         "sha256": "e2e6aa7ad98f44967d33181f214d22e2a3d8641d3f21bf975a7e21e069050b64",
         "psnr": 46.7854,

@@ -28,7 +28,7 @@ from irn_trt.runtime.errors import IRNError
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
-from .configs import architecture_differences
+from .configs import architecture_differences, get_config, list_models
 from .data import CropSampler, load_folders
 from .evaluate import (
     evaluate_compressed,
@@ -279,6 +279,14 @@ def conv_compute_dtype(name: str, device: torch.device | None = None) -> torch.d
     return torch.bfloat16
 
 
+def _matching_entry(model: Rescaler) -> str:
+    """A message's suffix naming the registry entry whose architecture ``model`` has."""
+    for entry in list_models():
+        if not architecture_differences(model.config, get_config(entry)):
+            return f"; it is the registry's {entry}"
+    return ""
+
+
 def _initial_model(name: str, init_from: str) -> InvertibleRescaler:
     """The model a run starts from: ``init_from`` itself, or ``name`` built from it.
 
@@ -288,6 +296,14 @@ def _initial_model(name: str, init_from: str) -> InvertibleRescaler:
     """
     source, _ = load_checkpoint(init_from)
     if source.config.name == name:
+        # The same name, but a registry entry may have been redefined since (FGRN's roll
+        # and skip have no parameters, so the weights alone would not tell).
+        differences = architecture_differences(source.config, get_config(name))
+        if differences:
+            raise IRNError(
+                f"--init-from {init_from}: its {name} is another architecture than the "
+                f"registry's (differing: {', '.join(differences)}){_matching_entry(source)}"
+            )
         return source
     try:
         return init_from_model(build_model(name), source)
@@ -485,7 +501,7 @@ class Trainer:
         if differences:
             raise IRNError(
                 f"cannot resume: {directory} holds another architecture than the registry's "
-                f"{self.cfg.model} (differing: {', '.join(differences)})"
+                f"{self.cfg.model} (differing: {', '.join(differences)}){_matching_entry(model)}"
             )
         self.model.load_state_dict(model.state_dict())
         self.model.train()
