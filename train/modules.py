@@ -593,27 +593,27 @@ class FlowGuidance(nn.Module):
         self.cells = nn.ModuleList(FlowCell(channels, split, growth, clamp) for _ in range(cells))
         self.roll_channels = roll_channels
 
-    def _roll(self, x: torch.Tensor) -> torch.Tensor:
-        # Exported as Slice + Concat: plain ONNX, exact at any precision.
-        return torch.cat((x[:, -1:], x[:, :-1]), dim=1) if self.roll_channels else x
+    @staticmethod
+    def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
+        """Channels shifted cyclically by ``k`` (channel c moves to c + k); exported as
+        Slice + Concat: plain ONNX, exact at any precision."""
+        k %= x.shape[1]
+        return torch.cat((x[:, -k:], x[:, :-k]), dim=1) if k else x
 
-    def _unroll(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((x[:, 1:], x[:, :1]), dim=1) if self.roll_channels else x
+    def _roll(self, x: torch.Tensor) -> torch.Tensor:
+        """The shift before every cell (none with the seed's fixed split)."""
+        return self._shift(x, 1) if self.roll_channels else x
 
     def _rolls_left(self, x: torch.Tensor) -> int:
         """How far the cells' rolls leave the channels shifted (0 without rolls)."""
         return len(self.cells) % x.shape[1] if self.roll_channels else 0
-
-    def _restore_order(self, x: torch.Tensor) -> torch.Tensor:
-        k = self._rolls_left(x)
-        return torch.cat((x[:, k:], x[:, :k]), dim=1) if k else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Each cell's own forward (not forward_with_logdet): it honours the cell's
         # scale_dtype, the FP32 island of FP16 exports.
         for cell in self.cells:
             x = cell(self._roll(x))
-        return self._restore_order(x)
+        return self._shift(x, -self._rolls_left(x))
 
     def forward_with_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F(x) and the sum over the cells of log|det J| per sample (shape (B,))."""
@@ -621,14 +621,13 @@ class FlowGuidance(nn.Module):
         for cell in self.cells:
             x, ld = cell.forward_with_logdet(self._roll(x))
             logdet = logdet + ld
-        return self._restore_order(x), logdet
+        return self._shift(x, -self._rolls_left(x)), logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        k = self._rolls_left(y)
-        if k:
-            y = torch.cat((y[:, -k:], y[:, :-k]), dim=1)
+        y = self._shift(y, self._rolls_left(y))
         for cell in reversed(self.cells):
-            y = self._unroll(cell.inverse(y))
+            y = cell.inverse(y)
+            y = self._shift(y, -1) if self.roll_channels else y
         return y
 
 
